@@ -1,0 +1,155 @@
+//! Attempts: one placement of a task on one worker, and its state machine.
+//!
+//! ```text
+//!             started            exit 0
+//!  Assigned ─────────▶ Running ─────────▶ Succeeded
+//!     │  │               │ │    exit ≠ 0 / start error
+//!     │  │  stop asked   │ └────────────▶ Failed | TimedOut
+//!     │  └─────────▶ Stopping ──────────▶ Cancelled (or the exit it reports)
+//!     │                  │
+//!     └──────────────────┴──────────────▶ Lost (worker declared down, or
+//!                                              absent from the worker's report)
+//! ```
+//!
+//! An attempt in `Assigned`, `Running` or `Stopping` *holds resources* on its
+//! worker: the worker's allocation is exactly the sum of the requests of
+//! such attempts (DESIGN.md invariant 1). Every other state is terminal.
+
+use crate::Millis;
+use crate::ids::{AttemptId, TaskId, WorkerId};
+use crate::resources::Resources;
+use crate::task::TransitionError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    Assigned,
+    Running,
+    Stopping,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Lost,
+}
+
+impl AttemptState {
+    pub const ALL: [AttemptState; 8] = [
+        AttemptState::Assigned,
+        AttemptState::Running,
+        AttemptState::Stopping,
+        AttemptState::Succeeded,
+        AttemptState::Failed,
+        AttemptState::TimedOut,
+        AttemptState::Cancelled,
+        AttemptState::Lost,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttemptState::Assigned => "assigned",
+            AttemptState::Running => "running",
+            AttemptState::Stopping => "stopping",
+            AttemptState::Succeeded => "succeeded",
+            AttemptState::Failed => "failed",
+            AttemptState::TimedOut => "timed_out",
+            AttemptState::Cancelled => "cancelled",
+            AttemptState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptState> {
+        AttemptState::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Does an attempt in this state count towards its worker's allocation?
+    pub fn holds_resources(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Assigned | AttemptState::Running | AttemptState::Stopping
+        )
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        !self.holds_resources()
+    }
+
+    /// The state machine. Terminal states accept nothing; the same report
+    /// twice is the caller's to drop (idempotence lives in the master).
+    pub fn on(self, next: AttemptState) -> Result<AttemptState, TransitionError> {
+        use AttemptState as A;
+        let ok = match (self, next) {
+            (A::Assigned, A::Running) => true,
+            (A::Assigned | A::Running, A::Stopping) => true,
+            (A::Assigned | A::Running | A::Stopping, n) if n.is_terminal() => true,
+            (A::Stopping, A::Running) => false,
+            _ => false,
+        };
+        if ok {
+            Ok(next)
+        } else {
+            Err(TransitionError {
+                from: self.as_str(),
+                event: next.as_str().to_string(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for AttemptState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt as the master records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub task_id: TaskId,
+    pub worker_id: WorkerId,
+    /// The request, copied from the task at placement: the ledger sums this.
+    pub resources: Resources,
+    pub gpu_ids: Vec<u32>,
+    pub state: AttemptState,
+    pub created_ms: Millis,
+    pub started_ms: Option<Millis>,
+    pub ended_ms: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holding_states() {
+        let holding: Vec<_> = AttemptState::ALL
+            .into_iter()
+            .filter(|s| s.holds_resources())
+            .collect();
+        assert_eq!(
+            holding,
+            vec![AttemptState::Assigned, AttemptState::Running, AttemptState::Stopping]
+        );
+    }
+
+    #[test]
+    fn terminal_is_final() {
+        for t in AttemptState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for n in AttemptState::ALL {
+                assert!(t.on(n).is_err(), "{t} -> {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn stopping_cannot_go_back_to_running() {
+        assert!(AttemptState::Stopping.on(AttemptState::Running).is_err());
+        assert!(AttemptState::Running.on(AttemptState::Stopping).is_ok());
+        assert!(AttemptState::Stopping.on(AttemptState::Cancelled).is_ok());
+    }
+}

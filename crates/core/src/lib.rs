@@ -1,0 +1,24 @@
+//! berth-core: the vocabulary every other crate speaks.
+//!
+//! Owns ids, exact resource arithmetic (`resources`), unit parsing and
+//! formatting at the user edge (`units`), the task / attempt / worker state
+//! machines and their records, and validation of user input. No I/O, no
+//! async, no clocks: time is always passed in as milliseconds since the Unix
+//! epoch.
+
+pub mod attempt;
+pub mod ids;
+pub mod resources;
+pub mod task;
+pub mod units;
+pub mod validate;
+pub mod worker;
+
+pub use attempt::{AttemptRecord, AttemptState};
+pub use ids::{AttemptId, TaskId, WorkerId};
+pub use resources::{Resources, Shortfall};
+pub use task::{DriverKind, TaskRecord, TaskSpec, TaskState};
+pub use worker::{GpuInfo, WorkerRecord, WorkerState};
+
+/// Milliseconds since the Unix epoch. Passed in, never read, by core code.
+pub type Millis = i64;

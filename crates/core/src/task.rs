@@ -1,0 +1,213 @@
+//! Tasks: what a user asked to run, and the task state machine.
+//!
+//! ```text
+//!            place              started              attempt succeeded
+//!  Queued ─────────▶ Assigned ─────────▶ Running ──────────────────────▶ Succeeded
+//!    ▲  │               │ │                 │ │    attempt failed
+//!    │  │ cancel        │ └─────────────────┼─┼──────────────────────────▶ Failed
+//!    │  ▼               │   attempt lost /  │ │    attempt cancelled
+//!    │ Cancelled ◀──────┼───────────────────┘ └──────────────────────────▶ Cancelled
+//!    └──────────────────┘ (attempt lost, task requeued for another attempt)
+//! ```
+//!
+//! The task's state is the master's *desired + summarised* view; the live
+//! attempt (see `attempt`) carries what the worker observed.
+
+use crate::ids::TaskId;
+use crate::resources::Resources;
+use crate::{AttemptState, Millis};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A plain command line, run by the worker's process driver.
+    Process,
+    /// A container image, run by the worker's Docker driver.
+    Docker,
+}
+
+impl DriverKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DriverKind::Process => "process",
+            DriverKind::Docker => "docker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DriverKind> {
+        match s {
+            "process" => Some(DriverKind::Process),
+            "docker" => Some(DriverKind::Docker),
+            _ => None,
+        }
+    }
+}
+
+/// What the user asked for. Immutable once submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    #[serde(default)]
+    pub name: String,
+    pub driver: DriverKind,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Queued,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// Something that happened to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEvent {
+    Placed,
+    Cancelled,
+    /// Its live attempt moved to this state.
+    Attempt(AttemptState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionError {
+    pub from: &'static str,
+    pub event: String,
+}
+
+impl fmt::Display for TransitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no transition from {} on {}", self.from, self.event)
+    }
+}
+
+impl std::error::Error for TransitionError {}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The state machine. `Attempt(Lost)` sends a task back to the queue;
+    /// the caller decides whether a retry is allowed and passes
+    /// `Attempt(Failed)` instead when it is not.
+    pub fn on(self, event: TaskEvent) -> Result<TaskState, TransitionError> {
+        use AttemptState as A;
+        use TaskState as T;
+        let next = match (self, event) {
+            (T::Queued, TaskEvent::Placed) => T::Assigned,
+            (T::Queued, TaskEvent::Cancelled) => T::Cancelled,
+            (T::Assigned, TaskEvent::Attempt(A::Running)) => T::Running,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Stopping)) => self,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Succeeded)) => T::Succeeded,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Failed | A::TimedOut)) => T::Failed,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Cancelled)) => T::Cancelled,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Lost)) => T::Queued,
+            _ => {
+                return Err(TransitionError {
+                    from: self.as_str(),
+                    event: format!("{event:?}"),
+                });
+            }
+        };
+        Ok(next)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task as the master records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    pub submitted_ms: Millis,
+    pub ended_ms: Option<Millis>,
+    pub exit_code: Option<i32>,
+    /// Why it ended the way it did (empty for a plain success).
+    pub reason: String,
+    /// Desired state: the user asked for it to stop.
+    pub cancel_requested: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn happy_path() {
+        let s = TaskState::Queued.on(TaskEvent::Placed).unwrap();
+        let s = s.on(TaskEvent::Attempt(AttemptState::Running)).unwrap();
+        let s = s.on(TaskEvent::Attempt(AttemptState::Succeeded)).unwrap();
+        assert_eq!(s, TaskState::Succeeded);
+        assert!(s.is_terminal());
+    }
+
+    #[test]
+    fn terminal_states_refuse_everything() {
+        for t in [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled] {
+            assert!(t.on(TaskEvent::Placed).is_err());
+            assert!(t.on(TaskEvent::Cancelled).is_err());
+            assert!(t.on(TaskEvent::Attempt(AttemptState::Running)).is_err());
+        }
+    }
+
+    #[test]
+    fn lost_attempt_requeues() {
+        let s = TaskState::Running
+            .on(TaskEvent::Attempt(AttemptState::Lost))
+            .unwrap();
+        assert_eq!(s, TaskState::Queued);
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for t in TaskState::ALL {
+            assert_eq!(TaskState::parse(t.as_str()), Some(t));
+        }
+    }
+}

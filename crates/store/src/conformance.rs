@@ -1,0 +1,134 @@
+//! The store conformance suite. Every backend runs these same checks (see
+//! `tests/conformance.rs`); a new backend is done when it passes them.
+
+use crate::{Store, Write};
+use berth_core::{
+    AttemptId, AttemptRecord, AttemptState, DriverKind, GpuInfo, Resources, TaskId, TaskRecord,
+    TaskSpec, TaskState, WorkerId, WorkerRecord, WorkerState,
+};
+
+pub fn sample_task(id: u64) -> TaskRecord {
+    TaskRecord {
+        id: TaskId(id),
+        spec: TaskSpec {
+            name: format!("t{id}"),
+            driver: DriverKind::Process,
+            image: None,
+            command: vec!["echo".into(), "hello world".into()],
+            env: vec![("K".into(), "v=1".into())],
+            resources: Resources {
+                cpu_millis: 1500,
+                memory_bytes: 512 << 20,
+                storage_bytes: 0,
+                gpus: 1,
+            },
+        },
+        state: TaskState::Queued,
+        submitted_ms: 1_000 + id as i64,
+        ended_ms: None,
+        exit_code: None,
+        reason: String::new(),
+        cancel_requested: false,
+    }
+}
+
+pub fn sample_worker(id: &str) -> WorkerRecord {
+    WorkerRecord {
+        id: WorkerId(id.into()),
+        name: format!("name-{id}"),
+        total: Resources {
+            cpu_millis: 20_000,
+            memory_bytes: 8 << 30,
+            storage_bytes: 100 << 30,
+            gpus: 2,
+        },
+        drivers: vec!["process".into()],
+        gpus: vec![GpuInfo {
+            index: 0,
+            model: "Fake".into(),
+            memory_bytes: 1 << 34,
+            uuid: "GPU-0".into(),
+        }],
+        state: WorkerState::Ready,
+        last_seen_ms: 5,
+    }
+}
+
+pub fn sample_attempt(id: u64, task: u64, worker: &str) -> AttemptRecord {
+    AttemptRecord {
+        id: AttemptId(id),
+        task_id: TaskId(task),
+        worker_id: WorkerId(worker.into()),
+        resources: sample_task(task).spec.resources,
+        gpu_ids: vec![1],
+        state: AttemptState::Assigned,
+        created_ms: 7,
+        started_ms: None,
+        ended_ms: None,
+        exit_code: None,
+        reason: String::new(),
+    }
+}
+
+/// An empty store loads empty.
+pub fn empty_loads_empty<S: Store>(mut s: S) {
+    let snap = s.load().expect("load");
+    assert!(snap.tasks.is_empty() && snap.attempts.is_empty() && snap.workers.is_empty());
+}
+
+/// What is committed is loaded back exactly, in id order.
+pub fn round_trip<S: Store>(mut s: S) {
+    let w = sample_worker("w1");
+    let t2 = sample_task(2);
+    let t1 = sample_task(1);
+    let a = sample_attempt(1, 1, "w1");
+    s.commit(&[
+        Write::Worker(w.clone()),
+        Write::Task(t2.clone()),
+        Write::Task(t1.clone()),
+        Write::Attempt(a.clone()),
+    ])
+    .expect("commit");
+    let snap = s.load().expect("load");
+    assert_eq!(snap.tasks, vec![t1, t2]);
+    assert_eq!(snap.attempts, vec![a]);
+    assert_eq!(snap.workers, vec![w]);
+}
+
+/// A later write of the same id replaces the earlier one.
+pub fn writes_replace<S: Store>(mut s: S) {
+    let mut t = sample_task(1);
+    s.commit(&[Write::Task(t.clone())]).unwrap();
+    t.state = TaskState::Succeeded;
+    t.exit_code = Some(0);
+    t.ended_ms = Some(99);
+    let mut a = sample_attempt(1, 1, "w1");
+    s.commit(&[Write::Task(t.clone()), Write::Attempt(a.clone())]).unwrap();
+    a.state = AttemptState::Succeeded;
+    a.exit_code = Some(-1);
+    a.reason = "done".into();
+    s.commit(&[Write::Attempt(a.clone())]).unwrap();
+    let snap = s.load().unwrap();
+    assert_eq!(snap.tasks, vec![t]);
+    assert_eq!(snap.attempts, vec![a]);
+}
+
+/// Workers can be removed.
+pub fn remove_worker<S: Store>(mut s: S) {
+    s.commit(&[
+        Write::Worker(sample_worker("a")),
+        Write::Worker(sample_worker("b")),
+    ])
+    .unwrap();
+    s.commit(&[Write::RemoveWorker(WorkerId("a".into()))]).unwrap();
+    let snap = s.load().unwrap();
+    assert_eq!(snap.workers, vec![sample_worker("b")]);
+}
+
+/// Run every check, each on a fresh store from `make`.
+pub fn run_all<S: Store>(make: impl Fn() -> S) {
+    empty_loads_empty(make());
+    round_trip(make());
+    writes_replace(make());
+    remove_worker(make());
+}

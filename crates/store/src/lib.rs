@@ -1,0 +1,48 @@
+//! berth-store: durable records of tasks, attempts and workers.
+//!
+//! The store is deliberately narrow: the master loads a [`Snapshot`] once at
+//! start and then commits batches of [`Write`]s, each batch atomically. It
+//! holds *records only*; allocations are never stored (they are derived from
+//! attempts by the master). Backends: [`SqliteStore`] (embedded, the
+//! default) and [`MemStore`] (for simulations and unit tiers). Both pass the
+//! same [`conformance`] suite.
+
+pub mod conformance;
+mod error;
+mod mem;
+mod sqlite;
+
+pub use error::StoreError;
+pub use mem::MemStore;
+pub use sqlite::SqliteStore;
+
+use berth_core::{AttemptRecord, TaskRecord, WorkerId, WorkerRecord};
+
+/// Everything the master needs to rebuild its state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub tasks: Vec<TaskRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub workers: Vec<WorkerRecord>,
+}
+
+/// One record change. A batch of them commits atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert or replace a task.
+    Task(TaskRecord),
+    /// Insert or replace an attempt.
+    Attempt(AttemptRecord),
+    /// Insert or replace a worker.
+    Worker(WorkerRecord),
+    /// Forget a worker.
+    RemoveWorker(WorkerId),
+}
+
+/// A durable record store. `commit` returns only once the batch is durable.
+pub trait Store: Send + 'static {
+    /// Read every record (tasks and attempts in id order, workers by id).
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Apply a batch atomically and durably.
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+}
