@@ -1,0 +1,167 @@
+//! Conversions between wire messages and `berth-core` types. Incoming data
+//! is untrusted: conversions from the wire return `InputError`s naming the
+//! field.
+
+use crate::v1;
+use berth_core::validate::InputError;
+use berth_core::{
+    AttemptRecord, AttemptState, DriverKind, GpuInfo, Resources, TaskRecord, TaskSpec,
+};
+
+impl From<Resources> for v1::Resources {
+    fn from(r: Resources) -> Self {
+        v1::Resources {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            storage_bytes: r.storage_bytes,
+            gpus: r.gpus,
+        }
+    }
+}
+
+impl From<v1::Resources> for Resources {
+    fn from(r: v1::Resources) -> Self {
+        Resources {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            storage_bytes: r.storage_bytes,
+            gpus: r.gpus,
+        }
+    }
+}
+
+/// `Option<Resources>` from the wire: absent means zero.
+pub fn resources_or_zero(r: Option<v1::Resources>) -> Resources {
+    r.map(Resources::from).unwrap_or(Resources::ZERO)
+}
+
+impl From<TaskSpec> for v1::TaskSpec {
+    fn from(s: TaskSpec) -> Self {
+        v1::TaskSpec {
+            name: s.name,
+            driver: s.driver.as_str().to_string(),
+            image: s.image.unwrap_or_default(),
+            command: s.command,
+            env: s
+                .env
+                .into_iter()
+                .map(|(key, value)| v1::EnvVar { key, value })
+                .collect(),
+            resources: Some(s.resources.into()),
+        }
+    }
+}
+
+impl TryFrom<v1::TaskSpec> for TaskSpec {
+    type Error = InputError;
+    fn try_from(s: v1::TaskSpec) -> Result<Self, InputError> {
+        let driver = DriverKind::parse(&s.driver).ok_or_else(|| {
+            InputError::new(
+                "driver",
+                format!("'{}' is not a driver; use process or docker", s.driver),
+            )
+        })?;
+        Ok(TaskSpec {
+            name: s.name,
+            driver,
+            image: (!s.image.is_empty()).then_some(s.image),
+            command: s.command,
+            env: s.env.into_iter().map(|e| (e.key, e.value)).collect(),
+            resources: resources_or_zero(s.resources),
+        })
+    }
+}
+
+impl From<GpuInfo> for v1::Gpu {
+    fn from(g: GpuInfo) -> Self {
+        v1::Gpu {
+            index: g.index,
+            model: g.model,
+            memory_bytes: g.memory_bytes,
+            uuid: g.uuid,
+        }
+    }
+}
+
+impl From<v1::Gpu> for GpuInfo {
+    fn from(g: v1::Gpu) -> Self {
+        GpuInfo {
+            index: g.index,
+            model: g.model,
+            memory_bytes: g.memory_bytes,
+            uuid: g.uuid,
+        }
+    }
+}
+
+/// An attempt for display, with its worker's name looked up by the caller.
+pub fn attempt_to_wire(a: &AttemptRecord, worker_name: &str) -> v1::Attempt {
+    v1::Attempt {
+        id: a.id.0,
+        task_id: a.task_id.0,
+        worker_id: a.worker_id.0.clone(),
+        worker_name: worker_name.to_string(),
+        state: a.state.as_str().to_string(),
+        created_ms: a.created_ms,
+        started_ms: a.started_ms.unwrap_or(0),
+        ended_ms: a.ended_ms.unwrap_or(0),
+        has_exit_code: a.exit_code.is_some(),
+        exit_code: a.exit_code.unwrap_or(0),
+        reason: a.reason.clone(),
+        gpu_ids: a.gpu_ids.clone(),
+        resources: Some(a.resources.into()),
+    }
+}
+
+/// A task for display, with its attempts and why it waits.
+pub fn task_to_wire(t: &TaskRecord, attempts: Vec<v1::Attempt>, wait_reason: String) -> v1::Task {
+    v1::Task {
+        id: t.id.0,
+        spec: Some(t.spec.clone().into()),
+        state: t.state.as_str().to_string(),
+        submitted_ms: t.submitted_ms,
+        ended_ms: t.ended_ms.unwrap_or(0),
+        has_exit_code: t.exit_code.is_some(),
+        exit_code: t.exit_code.unwrap_or(0),
+        reason: t.reason.clone(),
+        wait_reason,
+        cancel_requested: t.cancel_requested,
+        attempts,
+    }
+}
+
+/// What a worker reports about one attempt it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldReport {
+    pub attempt_id: berth_core::AttemptId,
+    pub state: AttemptState,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+}
+
+impl From<&HeldReport> for v1::HeldAttempt {
+    fn from(h: &HeldReport) -> Self {
+        v1::HeldAttempt {
+            attempt_id: h.attempt_id.0,
+            state: h.state.as_str().to_string(),
+            has_exit_code: h.exit_code.is_some(),
+            exit_code: h.exit_code.unwrap_or(0),
+            reason: h.reason.clone(),
+        }
+    }
+}
+
+impl TryFrom<v1::HeldAttempt> for HeldReport {
+    type Error = InputError;
+    fn try_from(h: v1::HeldAttempt) -> Result<Self, InputError> {
+        let state = AttemptState::parse(&h.state).ok_or_else(|| {
+            InputError::new("held.state", format!("'{}' is not an attempt state", h.state))
+        })?;
+        Ok(HeldReport {
+            attempt_id: berth_core::AttemptId(h.attempt_id),
+            state,
+            exit_code: h.has_exit_code.then_some(h.exit_code),
+            reason: h.reason,
+        })
+    }
+}
