@@ -1,10 +1,31 @@
 //! berth-master: the control plane.
 //!
-//! (being written) Public entry point: [`start`].
+//! * `state` — the pure, synchronous master state (records, queue,
+//!   allocation index, the reality check, liveness, the ledger audit).
+//! * `engine` — its one writer: batches commands, group-commits to the
+//!   store, then answers and messages workers.
+//! * `grpc` — the `Control` and `WorkerLink` services.
+//! * `views` — state → wire messages.
+//! * `logs`, `token`, `http` — task log files, the cluster credential, the
+//!   HTTP listener.
+//!
+//! Entry point: [`start`].
 
+pub mod engine;
+mod grpc;
+pub mod http;
+pub mod logs;
+pub mod state;
+pub mod token;
+pub mod views;
+
+use berth_proto::v1::control_server::ControlServer;
+use berth_proto::v1::worker_link_server::WorkerLinkServer;
+use berth_store::{SqliteStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a master runs. Built by the CLI from flags; tests build it directly.
@@ -20,6 +41,32 @@ pub struct MasterConfig {
     pub heartbeat_ttl: Duration,
 }
 
+impl MasterConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        MasterConfig {
+            listen,
+            http: None,
+            data_dir,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(5),
+        }
+    }
+
+    /// Check the settings before anything starts.
+    pub fn validate(&self) -> Result<(), MasterError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(MasterError::Config("heartbeat-interval must be > 0".into()));
+        }
+        if self.heartbeat_ttl <= self.heartbeat_interval {
+            return Err(MasterError::Config(format!(
+                "heartbeat-ttl ({:?}) must be longer than heartbeat-interval ({:?})",
+                self.heartbeat_ttl, self.heartbeat_interval
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A running master.
 pub struct MasterHandle {
     /// The bound gRPC address (also written to `DATA_DIR/master.addr`).
@@ -29,26 +76,139 @@ pub struct MasterHandle {
     pub token: String,
     /// True when this start generated the token (first start).
     pub token_created: bool,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    engine: std::thread::JoinHandle<Result<(), berth_store::StoreError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
-    #[error("{0}")]
-    Todo(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("preparing the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] berth_store::StoreError),
+    #[error("binding {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("the state engine stopped unexpectedly")]
+    EngineCrashed,
 }
 
 /// Open the store, bind the listeners and start serving. Returns once the
 /// master is serving; it stops when `shutdown` resolves.
 pub async fn start(
-    _config: MasterConfig,
-    _shutdown: impl Future<Output = ()> + Send + 'static,
+    config: MasterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<MasterHandle, MasterError> {
-    todo!()
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    let io_err = |source| MasterError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let (token, token_created) = token::load_or_create(&dir).map_err(io_err)?;
+    let token: Arc<str> = Arc::from(token);
+    let logs = logs::LogStore::open(dir.join("logs")).map_err(io_err)?;
+
+    let started = std::time::Instant::now();
+    let mut store = SqliteStore::open(&dir.join("berth.db"))?;
+    let snapshot = store.load()?;
+    let state_config = state::StateConfig {
+        heartbeat_ttl_ms: config.heartbeat_ttl.as_millis() as i64,
+        down_grace_ms: 1_000,
+    };
+    let mut st = state::State::from_snapshot(snapshot, state_config, engine::now_ms());
+    let report = st.reconcile(false);
+    tracing::info!(
+        tasks = st.tasks().count(),
+        workers = st.workers().count(),
+        fixes = report.fixes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state loaded"
+    );
+    let tick = (config.heartbeat_interval / 4).max(Duration::from_millis(50));
+    let (engine, engine_join) = engine::spawn(st, store, tick);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MasterError::Bind {
+            what: "gRPC",
+            addr: config.listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(io_err)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let http_addr = match config.http {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| MasterError::Bind {
+                    what: "HTTP",
+                    addr,
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(io_err)?;
+            tokio::spawn(http::serve(l, wait_stop(stop_rx.clone())));
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let control = grpc::ControlService::new(engine.clone(), logs.clone(), token.clone());
+    let link = grpc::WorkerLinkService::new(engine, logs, token.clone(), config.heartbeat_interval);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(ControlServer::new(control))
+            .add_service(WorkerLinkServer::new(link))
+            .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx)),
+    );
+    std::fs::write(dir.join("master.addr"), format!("http://{grpc_addr}\n")).map_err(io_err)?;
+    tracing::info!(%grpc_addr, ?http_addr, data_dir = %dir.display(), "master serving");
+    Ok(MasterHandle {
+        grpc_addr,
+        http_addr,
+        token: token.to_string(),
+        token_created,
+        grpc,
+        engine: engine_join,
+    })
 }
 
 impl MasterHandle {
     /// Wait until the master has stopped.
     pub async fn wait(self) -> Result<(), MasterError> {
-        todo!()
+        let r = self.grpc.await.map_err(|_| MasterError::EngineCrashed)?;
+        r?;
+        // The services held the engine handles; once they are gone the
+        // engine finishes its last batch and returns.
+        let engine = self.engine;
+        tokio::task::spawn_blocking(move || engine.join())
+            .await
+            .map_err(|_| MasterError::EngineCrashed)?
+            .map_err(|_| MasterError::EngineCrashed)??;
+        Ok(())
     }
 }

@@ -1,0 +1,18 @@
+//! gRPC services: `Control` for clients, `WorkerLink` for workers. Both
+//! check the cluster token first and translate between the wire and the
+//! engine; no decisions are made here.
+
+mod control;
+mod worker_link;
+
+pub use control::ControlService;
+pub use worker_link::WorkerLinkService;
+
+use crate::engine::EngineStopped;
+use tonic::Status;
+
+impl From<EngineStopped> for Status {
+    fn from(e: EngineStopped) -> Status {
+        Status::unavailable(e.to_string())
+    }
+}

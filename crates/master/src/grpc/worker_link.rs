@@ -1,0 +1,151 @@
+//! The `WorkerLink` service: one bidirectional stream per worker session.
+//! The first message must be a hello; after that, heartbeats, attempt
+//! updates and log chunks flow in, and starts, stops and acks flow out.
+
+use crate::engine::{Command, EngineHandle};
+use crate::logs::LogStore;
+use crate::state::WorkerHello;
+use berth_core::{AttemptId, GpuInfo, WorkerId};
+use berth_proto::v1::worker_link_server::WorkerLink;
+use berth_proto::v1::worker_message::Body;
+use berth_proto::{HeldReport, check_bearer, resources_or_zero, v1};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct WorkerLinkService {
+    engine: EngineHandle,
+    logs: LogStore,
+    token: Arc<str>,
+    heartbeat_interval: Duration,
+    next_session: AtomicU64,
+}
+
+impl WorkerLinkService {
+    pub fn new(engine: EngineHandle, logs: LogStore, token: Arc<str>, heartbeat_interval: Duration) -> Self {
+        WorkerLinkService {
+            engine,
+            logs,
+            token,
+            heartbeat_interval,
+            next_session: AtomicU64::new(1),
+        }
+    }
+}
+
+fn held(list: Vec<v1::HeldAttempt>) -> Result<Vec<HeldReport>, Status> {
+    list.into_iter()
+        .map(|h| HeldReport::try_from(h).map_err(|e| Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerLink for WorkerLinkService {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        check_bearer(&req, &self.token)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("session closed before hello"))?;
+        let Some(Body::Hello(h)) = first.body else {
+            return Err(Status::invalid_argument("the first message of a session must be a hello"));
+        };
+        if h.node_id.is_empty() {
+            return Err(Status::invalid_argument("hello.node_id: empty"));
+        }
+        let worker = WorkerId(h.node_id.clone());
+        let hello = WorkerHello {
+            id: worker.clone(),
+            name: h.name,
+            total: resources_or_zero(h.total),
+            drivers: h.drivers,
+            gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
+            held: held(h.held)?,
+        };
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let heartbeat_interval_ms = self.heartbeat_interval.as_millis() as u64;
+        self.engine
+            .call(|reply| Command::Hello {
+                hello,
+                session,
+                tx,
+                heartbeat_interval_ms,
+                reply,
+            })
+            .await?
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+
+        let engine = self.engine.clone();
+        let logs = self.logs.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(worker = %worker, error = %e, "worker stream ended");
+                        break;
+                    }
+                };
+                let cmd = match msg.body {
+                    Some(Body::Heartbeat(hb)) => match held(hb.held) {
+                        Ok(held) => Command::Heartbeat {
+                            worker: worker.clone(),
+                            session,
+                            held,
+                        },
+                        Err(e) => {
+                            tracing::warn!(worker = %worker, error = %e, "bad heartbeat");
+                            continue;
+                        }
+                    },
+                    Some(Body::Update(u)) => {
+                        let Some(h) = u.attempt else { continue };
+                        match HeldReport::try_from(h) {
+                            Ok(held) => Command::Report {
+                                worker: worker.clone(),
+                                seq: u.seq,
+                                held,
+                            },
+                            Err(e) => {
+                                tracing::warn!(worker = %worker, error = %e, "bad update");
+                                continue;
+                            }
+                        }
+                    }
+                    Some(Body::Log(chunk)) => {
+                        // Written before any later update on this stream is
+                        // forwarded, so a task's log is complete by the time
+                        // its result is applied.
+                        if let Err(e) = logs.write(AttemptId(chunk.attempt_id), chunk.offset, &chunk.data) {
+                            tracing::warn!(worker = %worker, attempt = chunk.attempt_id, error = %e, "log write failed");
+                        }
+                        continue;
+                    }
+                    Some(Body::Hello(_)) | None => {
+                        tracing::warn!(worker = %worker, "unexpected message mid-session");
+                        continue;
+                    }
+                };
+                if engine.send(cmd).is_err() {
+                    break;
+                }
+            }
+            let _ = engine.send(Command::Disconnected { worker, session });
+        });
+        let out = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(out)))
+    }
+}

@@ -1,0 +1,44 @@
+//! Worker liveness: a worker silent for longer than TTL + grace is declared
+//! down, and its live attempts become lost (releasing their resources, the
+//! tasks retried per policy). Driven by `tick(now)` from outside.
+
+use super::{Effects, State};
+use berth_core::{AttemptId, AttemptState, Millis, WorkerId, WorkerState};
+
+impl State {
+    /// Declare down every ready worker whose last sign of life is too old.
+    /// Returns the workers declared down.
+    pub fn tick(&mut self, now: Millis, fx: &mut Effects) -> Vec<WorkerId> {
+        let limit = self.config.heartbeat_ttl_ms + self.config.down_grace_ms;
+        let expired: Vec<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Ready && now - w.last_seen_ms > limit)
+            .map(|w| w.id.clone())
+            .collect();
+        for id in &expired {
+            self.declare_down(id, now, fx);
+        }
+        expired
+    }
+
+    fn declare_down(&mut self, id: &WorkerId, now: Millis, fx: &mut Effects) {
+        let w = self.workers.get_mut(id).expect("worker exists");
+        w.state = WorkerState::Down;
+        let silent = now - w.last_seen_ms;
+        let name = w.name.clone();
+        self.write_worker(id, fx);
+        let live: Vec<AttemptId> = self.ledger.attempts_on(id).collect();
+        for aid in live {
+            self.finish_attempt(
+                aid,
+                AttemptState::Lost,
+                None,
+                format!("worker {name} declared down (no heartbeat for {:.1}s)", silent as f64 / 1000.0),
+                now,
+                fx,
+            );
+        }
+        self.dirty = true;
+    }
+}

@@ -1,0 +1,267 @@
+//! The master's state: every task, attempt and worker record, the queue and
+//! the allocation index. Pure and synchronous: methods take `now` and
+//! return their effects (store writes, messages for workers) in an
+//! [`Effects`] instead of doing I/O. The engine (`crate::engine`) is its one
+//! writer; simulations and property tests drive it directly.
+//!
+//! Submodules own one concern each: `ledger` (the allocation index),
+//! `tasks` (submit, cancel), `placement` (scheduling rounds), `reports`
+//! (attempt reports and the reality check), `liveness` (worker sessions and
+//! timeouts), `reconcile` (the ledger audit).
+
+mod ledger;
+mod liveness;
+mod placement;
+mod reconcile;
+mod reports;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+pub use ledger::Ledger;
+pub use reconcile::{ReconcileReport, WorkerFix};
+pub use reports::{DEFAULT_MAX_LOST, ReportError, WorkerHello};
+pub use tasks::{CancelError, SubmitError};
+
+use berth_core::{
+    AttemptId, AttemptRecord, Millis, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+    WorkerRecord,
+};
+use berth_store::{Snapshot, Write};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Timing rules the state applies (all in milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct StateConfig {
+    /// A worker silent for longer than `ttl + grace` is declared down.
+    pub heartbeat_ttl_ms: Millis,
+    pub down_grace_ms: Millis,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            heartbeat_ttl_ms: 5_000,
+            down_grace_ms: 1_000,
+        }
+    }
+}
+
+/// A message for one worker, sent after the batch that produced it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    Start {
+        worker: WorkerId,
+        attempt: AttemptId,
+        task: TaskId,
+        spec: TaskSpec,
+        gpu_ids: Vec<u32>,
+    },
+    Stop {
+        worker: WorkerId,
+        attempt: AttemptId,
+        reason: String,
+    },
+    Ack {
+        worker: WorkerId,
+        seq: u64,
+    },
+}
+
+/// What a state change asks the outside world to do.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub writes: Vec<Write>,
+    pub outbound: Vec<Outbound>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.outbound.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub(crate) config: StateConfig,
+    pub(crate) tasks: BTreeMap<TaskId, TaskRecord>,
+    pub(crate) attempts: BTreeMap<AttemptId, AttemptRecord>,
+    /// Every attempt of a task, oldest first.
+    pub(crate) task_attempts: HashMap<TaskId, Vec<AttemptId>>,
+    /// The one live (resource-holding) attempt of a task, if any.
+    pub(crate) live: HashMap<TaskId, AttemptId>,
+    pub(crate) workers: BTreeMap<WorkerId, WorkerRecord>,
+    /// Queued tasks in FIFO (id) order.
+    pub(crate) queue: BTreeSet<TaskId>,
+    pub(crate) ledger: Ledger,
+    next_task: u64,
+    next_attempt: u64,
+    /// Something changed that may allow a placement.
+    pub(crate) dirty: bool,
+}
+
+impl State {
+    /// Rebuild the state from the store's records. The allocation index is
+    /// derived here from the attempts; nothing about it is read from disk.
+    /// Every worker gets a fresh `last_seen` of `now`: the failover grace
+    /// to reconnect before anything on it is declared lost.
+    pub fn from_snapshot(snap: Snapshot, config: StateConfig, now: Millis) -> State {
+        let mut s = State {
+            config,
+            tasks: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            task_attempts: HashMap::new(),
+            live: HashMap::new(),
+            workers: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            ledger: Ledger::default(),
+            next_task: 1,
+            next_attempt: 1,
+            dirty: true,
+        };
+        for mut w in snap.workers {
+            w.last_seen_ms = now;
+            s.workers.insert(w.id.clone(), w);
+        }
+        for t in snap.tasks {
+            s.next_task = s.next_task.max(t.id.0 + 1);
+            if t.state == TaskState::Queued {
+                s.queue.insert(t.id);
+            }
+            s.tasks.insert(t.id, t);
+        }
+        for a in snap.attempts {
+            s.next_attempt = s.next_attempt.max(a.id.0 + 1);
+            s.task_attempts.entry(a.task_id).or_default().push(a.id);
+            if a.state.holds_resources() {
+                s.live.insert(a.task_id, a.id);
+                s.ledger.bind(&a);
+            }
+            s.attempts.insert(a.id, a);
+        }
+        s
+    }
+
+    pub fn new(config: StateConfig) -> State {
+        State::from_snapshot(Snapshot::default(), config, 0)
+    }
+
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    pub fn task(&self, id: TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(&id)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks.values()
+    }
+
+    pub fn attempt(&self, id: AttemptId) -> Option<&AttemptRecord> {
+        self.attempts.get(&id)
+    }
+
+    pub fn attempts(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.attempts.values()
+    }
+
+    /// Attempts of a task, oldest first.
+    pub fn attempts_of(&self, task: TaskId) -> impl Iterator<Item = &AttemptRecord> {
+        self.task_attempts
+            .get(&task)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.attempts.get(a))
+    }
+
+    pub fn live_attempt(&self, task: TaskId) -> Option<&AttemptRecord> {
+        self.live.get(&task).and_then(|a| self.attempts.get(a))
+    }
+
+    pub fn worker(&self, id: &WorkerId) -> Option<&WorkerRecord> {
+        self.workers.get(id)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerRecord> {
+        self.workers.values()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn queue(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.queue.iter().copied()
+    }
+
+    pub(crate) fn next_task_id(&mut self) -> TaskId {
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        id
+    }
+
+    pub(crate) fn next_attempt_id(&mut self) -> AttemptId {
+        let id = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        id
+    }
+
+    pub(crate) fn write_task(&self, id: TaskId, fx: &mut Effects) {
+        fx.writes.push(Write::Task(self.tasks[&id].clone()));
+    }
+
+    pub(crate) fn write_attempt(&self, id: AttemptId, fx: &mut Effects) {
+        fx.writes.push(Write::Attempt(self.attempts[&id].clone()));
+    }
+
+    pub(crate) fn write_worker(&self, id: &WorkerId, fx: &mut Effects) {
+        fx.writes.push(Write::Worker(self.workers[id].clone()));
+    }
+
+    /// Check the invariants that must hold after every step. Used by the
+    /// property tests and the simulation; cheap enough for debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let derived = Ledger::derive(self.attempts.values());
+        for w in self.workers.values() {
+            let cached = self.ledger.allocated(&w.id);
+            let truth = derived.allocated(&w.id);
+            if cached != truth {
+                return Err(format!(
+                    "worker {}: index says {cached:?}, attempts sum to {truth:?}",
+                    w.name
+                ));
+            }
+            if !truth.le(&w.total) {
+                return Err(format!("worker {} overcommitted: {truth:?} > {:?}", w.name, w.total));
+            }
+        }
+        let mut live_per_task: HashMap<TaskId, usize> = HashMap::new();
+        for a in self.attempts.values().filter(|a| a.state.holds_resources()) {
+            *live_per_task.entry(a.task_id).or_default() += 1;
+            if self.live.get(&a.task_id) != Some(&a.id) {
+                return Err(format!("attempt {} holds resources but is not its task's live attempt", a.id));
+            }
+        }
+        if let Some((t, n)) = live_per_task.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("task {t} has {n} live attempts"));
+        }
+        for (t, a) in &self.live {
+            if !self.attempts[a].state.holds_resources() {
+                return Err(format!("task {t}: live attempt {a} is terminal"));
+            }
+        }
+        for t in self.tasks.values() {
+            let queued = self.queue.contains(&t.id);
+            if queued != (t.state == TaskState::Queued) {
+                return Err(format!("task {} is {} but queued={queued}", t.id, t.state));
+            }
+            let has_live = self.live.contains_key(&t.id);
+            let should = matches!(t.state, TaskState::Assigned | TaskState::Running);
+            if has_live != should {
+                return Err(format!("task {} is {} but has_live={has_live}", t.id, t.state));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Scheduling rounds: ask the pure scheduler for placements, then commit
+//! each one after re-checking it with the same `fits_within` (one writer, no
+//! gap between check and commit).
+
+use super::{Effects, Outbound, State};
+use berth_core::{AttemptRecord, AttemptState, DriverKind, Millis, TaskEvent, WorkerState};
+use berth_scheduler::{PendingTask, WorkerView, place, wait_reason};
+
+/// At most this many queued tasks are considered per round.
+const ROUND_LIMIT: usize = 10_000;
+
+impl State {
+    /// Every registered worker as the scheduler sees it, in id order.
+    pub fn worker_views(&self) -> Vec<WorkerView> {
+        self.workers
+            .values()
+            .map(|w| WorkerView {
+                name: w.name.clone(),
+                total: w.total,
+                allocated: self.ledger.allocated(&w.id),
+                drivers: w
+                    .drivers
+                    .iter()
+                    .filter_map(|d| DriverKind::parse(d))
+                    .collect(),
+                schedulable: w.state == WorkerState::Ready,
+            })
+            .collect()
+    }
+
+    /// Why a queued task is waiting (empty if it is not queued).
+    pub fn wait_reason(&self, task: berth_core::TaskId) -> String {
+        match self.tasks.get(&task) {
+            Some(t) if self.queue.contains(&task) => {
+                wait_reason(&self.worker_views(), &t.spec.resources, t.spec.driver)
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Run one scheduling round if anything changed since the last one.
+    /// Returns how many tasks were placed.
+    pub fn schedule(&mut self, now: Millis, fx: &mut Effects) -> usize {
+        if !self.dirty {
+            return 0;
+        }
+        self.dirty = false;
+        let worker_ids: Vec<_> = self.workers.keys().cloned().collect();
+        let views = self.worker_views();
+        let pending: Vec<PendingTask> = self
+            .queue
+            .iter()
+            .take(ROUND_LIMIT)
+            .map(|id| {
+                let t = &self.tasks[id];
+                PendingTask {
+                    id: *id,
+                    request: t.spec.resources,
+                    driver: t.spec.driver,
+                }
+            })
+            .collect();
+        let mut placed = 0;
+        for p in place(&views, &pending) {
+            let wid = &worker_ids[p.worker];
+            let worker = &self.workers[wid];
+            let request = self.tasks[&p.task].spec.resources;
+            // The commit step: re-check against the latest index.
+            if request
+                .fits_within(&self.ledger.allocated(wid), &worker.total)
+                .is_err()
+            {
+                self.dirty = true;
+                continue;
+            }
+            let gpu_ids = self.free_gpu_ids(wid, request.gpus as usize);
+            let aid = self.next_attempt_id();
+            let attempt = AttemptRecord {
+                id: aid,
+                task_id: p.task,
+                worker_id: wid.clone(),
+                resources: request,
+                gpu_ids: gpu_ids.clone(),
+                state: AttemptState::Assigned,
+                created_ms: now,
+                started_ms: None,
+                ended_ms: None,
+                exit_code: None,
+                reason: String::new(),
+            };
+            self.ledger.bind(&attempt);
+            self.attempts.insert(aid, attempt);
+            self.task_attempts.entry(p.task).or_default().push(aid);
+            self.live.insert(p.task, aid);
+            self.queue.remove(&p.task);
+            let task = self.tasks.get_mut(&p.task).expect("queued task exists");
+            task.state = task.state.on(TaskEvent::Placed).expect("queued task can be placed");
+            let spec = task.spec.clone();
+            self.write_attempt(aid, fx);
+            self.write_task(p.task, fx);
+            fx.outbound.push(Outbound::Start {
+                worker: wid.clone(),
+                attempt: aid,
+                task: p.task,
+                spec,
+                gpu_ids,
+            });
+            placed += 1;
+        }
+        if self.queue.len() > ROUND_LIMIT && placed > 0 {
+            self.dirty = true;
+        }
+        placed
+    }
+
+    /// The lowest GPU indices on `worker` not held by a live attempt.
+    fn free_gpu_ids(&self, worker: &berth_core::WorkerId, n: usize) -> Vec<u32> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let w = &self.workers[worker];
+        let held: std::collections::BTreeSet<u32> = self
+            .ledger
+            .attempts_on(worker)
+            .flat_map(|a| self.attempts[&a].gpu_ids.iter().copied())
+            .collect();
+        let all: Vec<u32> = if w.gpus.is_empty() {
+            (0..w.total.gpus).collect()
+        } else {
+            w.gpus.iter().map(|g| g.index).collect()
+        };
+        all.into_iter().filter(|i| !held.contains(i)).take(n).collect()
+    }
+}

@@ -1,0 +1,254 @@
+//! What workers tell the master: registration (hello), heartbeats and
+//! attempt updates, each carrying the attempts the worker holds. This module
+//! owns the two-way reality check and the idempotent application of
+//! results (DESIGN.md "Reconciliation, level-triggered").
+
+use super::{Effects, Outbound, State};
+use berth_core::validate::validate_resources;
+use berth_core::{
+    AttemptId, AttemptState, GpuInfo, Millis, Resources, TaskEvent, TaskState, WorkerId,
+    WorkerRecord, WorkerState,
+};
+use berth_proto::HeldReport;
+use std::collections::BTreeSet;
+
+/// Lost attempts allowed before a task is failed instead of retried.
+pub const DEFAULT_MAX_LOST: usize = 3;
+
+/// A worker's registration.
+#[derive(Debug, Clone)]
+pub struct WorkerHello {
+    pub id: WorkerId,
+    pub name: String,
+    pub total: Resources,
+    pub drivers: Vec<String>,
+    pub gpus: Vec<GpuInfo>,
+    pub held: Vec<HeldReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("worker name '{0}' is already used by ready worker {1}; pick another --name")]
+    NameInUse(String, WorkerId),
+    #[error("worker name is empty; pass --name")]
+    EmptyName,
+    #[error("worker {0} has a zero CPU total; a worker must offer at least one millicore")]
+    NoCpu(String),
+    #[error("worker totals refused: {0}")]
+    Totals(String),
+    #[error("worker {0} is not registered (or was declared down); it must say hello again")]
+    NotRegistered(WorkerId),
+}
+
+impl State {
+    /// Register (or re-register) a worker and reconcile what it holds.
+    pub fn hello(&mut self, h: WorkerHello, now: Millis, fx: &mut Effects) -> Result<(), ReportError> {
+        if h.name.trim().is_empty() {
+            return Err(ReportError::EmptyName);
+        }
+        if let Some(other) = self
+            .workers
+            .values()
+            .find(|w| w.name == h.name && w.id != h.id && w.state == WorkerState::Ready)
+        {
+            return Err(ReportError::NameInUse(h.name, other.id.clone()));
+        }
+        if h.total.cpu_millis == 0 {
+            return Err(ReportError::NoCpu(h.name));
+        }
+        // Totals obey the same absolute limits as requests.
+        validate_resources(&h.total).map_err(|e| ReportError::Totals(e.to_string()))?;
+        let record = WorkerRecord {
+            id: h.id.clone(),
+            name: h.name,
+            total: h.total,
+            drivers: h.drivers,
+            gpus: h.gpus,
+            state: WorkerState::Ready,
+            last_seen_ms: now,
+        };
+        self.workers.insert(h.id.clone(), record);
+        self.write_worker(&h.id, fx);
+        self.reality_check(&h.id, &h.held, true, now, fx);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// A heartbeat: the worker is alive and holds exactly `held`.
+    pub fn heartbeat(
+        &mut self,
+        worker: &WorkerId,
+        held: &[HeldReport],
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<(), ReportError> {
+        let w = self
+            .workers
+            .get_mut(worker)
+            .filter(|w| w.state == WorkerState::Ready)
+            .ok_or_else(|| ReportError::NotRegistered(worker.clone()))?;
+        w.last_seen_ms = now;
+        self.reality_check(worker, held, false, now, fx);
+        Ok(())
+    }
+
+    /// One attempt update from the worker's outbox. Always acknowledged,
+    /// also when stale: the worker may then forget it.
+    pub fn report(&mut self, worker: &WorkerId, seq: u64, h: &HeldReport, now: Millis, fx: &mut Effects) {
+        if let Some(w) = self.workers.get_mut(worker)
+            && w.state == WorkerState::Ready
+        {
+            w.last_seen_ms = now;
+        }
+        self.observe(worker, h, now, fx);
+        fx.outbound.push(Outbound::Ack {
+            worker: worker.clone(),
+            seq,
+        });
+    }
+
+    /// The two-way reality check. `fresh_session` is true on hello: the
+    /// worker's previous session (and anything sent on it) is gone.
+    fn reality_check(
+        &mut self,
+        worker: &WorkerId,
+        held: &[HeldReport],
+        fresh_session: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        for h in held {
+            self.observe(worker, h, now, fx);
+        }
+        let held_ids: BTreeSet<AttemptId> = held.iter().map(|h| h.attempt_id).collect();
+        let live_here: Vec<AttemptId> = self.ledger.attempts_on(worker).collect();
+        for aid in live_here {
+            let a = &self.attempts[&aid];
+            let held_here = held_ids.contains(&aid);
+            match (a.state, held_here) {
+                // A start in flight on this session; resend it on a new one.
+                (AttemptState::Assigned, false) => {
+                    if fresh_session {
+                        let task = &self.tasks[&a.task_id];
+                        fx.outbound.push(Outbound::Start {
+                            worker: worker.clone(),
+                            attempt: aid,
+                            task: a.task_id,
+                            spec: task.spec.clone(),
+                            gpu_ids: a.gpu_ids.clone(),
+                        });
+                    }
+                }
+                (_, false) => {
+                    self.finish_attempt(
+                        aid,
+                        AttemptState::Lost,
+                        None,
+                        "the worker no longer has this attempt".into(),
+                        now,
+                        fx,
+                    );
+                }
+                (AttemptState::Stopping, true) if fresh_session => {
+                    fx.outbound.push(Outbound::Stop {
+                        worker: worker.clone(),
+                        attempt: aid,
+                        reason: "cancelled by user".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Apply one observation of an attempt by `worker`. Idempotent: a
+    /// report about an attempt that is no longer live (or not this
+    /// worker's) changes nothing, and a running one is told to stop.
+    fn observe(&mut self, worker: &WorkerId, h: &HeldReport, now: Millis, fx: &mut Effects) {
+        let live = self
+            .attempts
+            .get(&h.attempt_id)
+            .filter(|a| &a.worker_id == worker && a.state.holds_resources());
+        let Some(a) = live else {
+            if h.state.holds_resources() {
+                fx.outbound.push(Outbound::Stop {
+                    worker: worker.clone(),
+                    attempt: h.attempt_id,
+                    reason: "the master does not consider this attempt live".into(),
+                });
+            }
+            return;
+        };
+        match (a.state, h.state) {
+            (AttemptState::Assigned, AttemptState::Running) => {
+                let aid = a.id;
+                let task_id = a.task_id;
+                let a = self.attempts.get_mut(&aid).expect("exists");
+                a.state = AttemptState::Running;
+                a.started_ms = Some(now);
+                let t = self.tasks.get_mut(&task_id).expect("task of attempt");
+                t.state = t
+                    .state
+                    .on(TaskEvent::Attempt(AttemptState::Running))
+                    .expect("assigned task can run");
+                self.write_attempt(aid, fx);
+                self.write_task(task_id, fx);
+            }
+            (_, s) if s.is_terminal() => {
+                let reason = h.reason.clone();
+                self.finish_attempt(h.attempt_id, s, h.exit_code, reason, now, fx);
+            }
+            _ => {}
+        }
+    }
+
+    /// End a live attempt: release its resources, move its task on, record
+    /// both. The one place resources are released.
+    pub(crate) fn finish_attempt(
+        &mut self,
+        aid: AttemptId,
+        outcome: AttemptState,
+        exit_code: Option<i32>,
+        reason: String,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let a = self.attempts.get_mut(&aid).expect("attempt exists");
+        a.state = a.state.on(outcome).expect("live attempt can end");
+        a.ended_ms = Some(now);
+        a.exit_code = exit_code;
+        a.reason = reason.clone();
+        let a = a.clone();
+        self.ledger.release(&a);
+        self.live.remove(&a.task_id);
+        let lost_so_far = self
+            .attempts_of(a.task_id)
+            .filter(|x| x.state == AttemptState::Lost)
+            .count();
+        let t = self.tasks.get_mut(&a.task_id).expect("task of attempt");
+        let event = match outcome {
+            AttemptState::Lost if t.cancel_requested => AttemptState::Cancelled,
+            AttemptState::Lost if lost_so_far > DEFAULT_MAX_LOST => AttemptState::Failed,
+            o => o,
+        };
+        t.state = t
+            .state
+            .on(TaskEvent::Attempt(event))
+            .expect("placed task can end");
+        if t.state == TaskState::Queued {
+            self.queue.insert(t.id);
+        } else {
+            t.ended_ms = Some(now);
+            t.exit_code = exit_code;
+            t.reason = match (outcome, event) {
+                (AttemptState::Lost, AttemptState::Failed) => {
+                    format!("lost {lost_so_far} times; last: {reason}")
+                }
+                _ => reason,
+            };
+        }
+        self.dirty = true;
+        self.write_attempt(aid, fx);
+        self.write_task(a.task_id, fx);
+    }
+}

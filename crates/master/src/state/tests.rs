@@ -1,0 +1,256 @@
+//! Unit and property tests of the master state, driven without sockets or
+//! disk (a `MemStore` stands in for the file where records must round-trip).
+
+use super::*;
+use berth_core::{AttemptState, DriverKind, Resources, TaskSpec, WorkerId};
+use berth_proto::HeldReport;
+use berth_store::{MemStore, Store};
+use proptest::prelude::*;
+
+const GIB: u64 = 1 << 30;
+
+fn spec(cpu_millis: u64, mem: u64) -> TaskSpec {
+    TaskSpec {
+        name: String::new(),
+        driver: DriverKind::Process,
+        image: None,
+        command: vec!["true".into()],
+        env: vec![],
+        resources: Resources {
+            cpu_millis,
+            memory_bytes: mem,
+            ..Resources::ZERO
+        },
+    }
+}
+
+fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
+    WorkerHello {
+        id: WorkerId(id.into()),
+        name: id.into(),
+        total: Resources {
+            cpu_millis,
+            memory_bytes: 8 * GIB,
+            storage_bytes: 0,
+            gpus: 0,
+        },
+        drivers: vec!["process".into()],
+        gpus: vec![],
+        held: vec![],
+    }
+}
+
+fn report(s: &mut State, a: berth_core::AttemptId, st: AttemptState, code: Option<i32>, now: i64, fx: &mut Effects) {
+    let w = s.attempt(a).unwrap().worker_id.clone();
+    s.report(
+        &w,
+        1,
+        &HeldReport {
+            attempt_id: a,
+            state: st,
+            exit_code: code,
+            reason: String::new(),
+        },
+        now,
+        fx,
+    );
+}
+
+#[test]
+fn five_tasks_on_twenty_cores_four_run_one_waits() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("tessa", 20_000), 0, &mut fx).unwrap();
+    let ids: Vec<_> = (0..5)
+        .map(|_| s.submit(spec(5_000, GIB / 2), false, 0, &mut fx).unwrap())
+        .collect();
+    assert_eq!(s.schedule(0, &mut fx), 4);
+    assert_eq!(s.ledger().allocated(&WorkerId("tessa".into())).cpu_millis, 20_000);
+    assert_eq!(s.task(ids[4]).unwrap().state, TaskState::Queued);
+    assert!(s.wait_reason(ids[4]).starts_with("waiting for capacity: cpu needs 5.0, 0.0 available"));
+    let first = s.live_attempt(ids[0]).unwrap().id;
+    report(&mut s, first, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    assert_eq!(s.schedule(1, &mut fx), 1);
+    assert_eq!(s.task(ids[4]).unwrap().state, TaskState::Assigned);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn oversized_request_is_refused_and_records_nothing() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("tessa", 20_000), 0, &mut fx).unwrap();
+    let before = fx.writes.len();
+    let e = s.submit(spec(64_000, GIB), false, 0, &mut fx).unwrap_err();
+    assert!(e.to_string().contains("tessa") && e.to_string().contains("20.0 CPU"), "{e}");
+    assert_eq!(fx.writes.len(), before);
+    assert_eq!(s.tasks().count(), 0);
+    // ...unless the user asks to queue it anyway.
+    let id = s.submit(spec(64_000, GIB), true, 0, &mut fx).unwrap();
+    assert!(s.wait_reason(id).contains("larger than every registered worker"));
+}
+
+#[test]
+fn late_and_duplicate_reports_are_ignored() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().id;
+    report(&mut s, a, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    report(&mut s, a, AttemptState::Failed, Some(3), 2, &mut fx);
+    report(&mut s, a, AttemptState::Running, None, 3, &mut fx);
+    let task = s.task(t).unwrap();
+    assert_eq!((task.state, task.exit_code), (TaskState::Succeeded, Some(0)));
+    assert_eq!(s.ledger().allocated(&WorkerId("w".into())), Resources::ZERO);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn silent_worker_goes_down_and_its_task_is_retried_elsewhere() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("a", 4_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    s.hello(hello("b", 4_000), 0, &mut fx).unwrap();
+    let first = s.live_attempt(t).unwrap().clone();
+    // b keeps heartbeating, a goes silent.
+    s.heartbeat(&WorkerId("b".into()), &[], 6_500, &mut fx).unwrap();
+    let down = s.tick(6_500, &mut fx);
+    assert_eq!(down, vec![first.worker_id.clone()]);
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Lost);
+    assert_eq!(s.ledger().allocated(&first.worker_id), Resources::ZERO);
+    s.schedule(6_500, &mut fx);
+    let second = s.live_attempt(t).unwrap();
+    assert_ne!(second.worker_id, first.worker_id);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn reconcile_finds_and_fixes_a_corrupted_index_once() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("tessa", 20_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(5_000, GIB / 2), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let phantom = s.live_attempt(t).unwrap().clone();
+    report(&mut s, phantom.id, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    // Plant the predecessor's bug: the index still counts the finished attempt.
+    s.ledger_mut().bind(&phantom);
+    let dry = s.reconcile(true);
+    assert_eq!(dry.fixes.len(), 1);
+    assert_eq!(dry.fixes[0].before.cpu_millis, 5_000);
+    assert_eq!(dry.fixes[0].after.cpu_millis, 0);
+    assert!(s.check_invariants().is_err(), "dry run must change nothing");
+    assert_eq!(s.reconcile(false).fixes.len(), 1);
+    assert!(s.reconcile(false).fixes.is_empty());
+    s.check_invariants().unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { cpu: u64, mem_mib: u64 },
+    Schedule,
+    Start(usize),
+    Finish(usize, i32),
+    Cancel(usize),
+    WorkerHello(usize),
+    TimePasses(i64),
+    Reconcile,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..12_000, 0u64..4096).prop_map(|(cpu, mem_mib)| Op::Submit { cpu, mem_mib }),
+        3 => Just(Op::Schedule),
+        3 => any::<usize>().prop_map(Op::Start),
+        3 => (any::<usize>(), -1i32..3).prop_map(|(i, c)| Op::Finish(i, c)),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (0usize..3).prop_map(Op::WorkerHello),
+        1 => (0i64..8_000).prop_map(Op::TimePasses),
+        1 => Just(Op::Reconcile),
+    ]
+}
+
+fn nth<T: Copy>(v: &[T], i: usize) -> Option<T> {
+    (!v.is_empty()).then(|| v[i % v.len()])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Over random submit / place / start / finish / cancel / restart /
+    /// silence sequences: the index always equals the sum over resource-
+    /// holding attempts, never exceeds a worker's total, never goes
+    /// negative (checked arithmetic panics), one live attempt per task, and
+    /// the records rebuild the same state.
+    #[test]
+    fn ledger_always_equals_the_attempt_sum(ops in prop::collection::vec(op(), 1..120)) {
+        let mut s = State::new(StateConfig::default());
+        let mut store = MemStore::new();
+        let mut now = 0i64;
+        for i in 0..2 {
+            let mut fx = Effects::default();
+            s.hello(hello(&format!("w{i}"), 16_000), now, &mut fx).unwrap();
+            store.commit(&fx.writes).unwrap();
+        }
+        for op in ops {
+            let mut fx = Effects::default();
+            let live: Vec<_> = s.attempts().filter(|a| a.state.holds_resources()).map(|a| a.id).collect();
+            let open: Vec<_> = s.tasks().filter(|t| !t.state.is_terminal()).map(|t| t.id).collect();
+            match op {
+                Op::Submit { cpu, mem_mib } => {
+                    let _ = s.submit(spec(cpu, mem_mib << 20), false, now, &mut fx);
+                }
+                Op::Schedule => { s.schedule(now, &mut fx); }
+                Op::Start(i) => if let Some(a) = nth(&live, i) {
+                    report(&mut s, a, AttemptState::Running, None, now, &mut fx);
+                },
+                Op::Finish(i, code) => if let Some(a) = nth(&live, i) {
+                    let st = if code == 0 { AttemptState::Succeeded } else { AttemptState::Failed };
+                    report(&mut s, a, st, Some(code), now, &mut fx);
+                },
+                Op::Cancel(i) => if let Some(t) = nth(&open, i) {
+                    s.cancel(t, now, &mut fx).unwrap();
+                },
+                Op::WorkerHello(i) => {
+                    let id = WorkerId(format!("w{i}"));
+                    // Re-register holding what the master thinks it runs.
+                    let held = s.ledger().attempts_on(&id)
+                        .filter(|a| s.attempt(*a).unwrap().state != AttemptState::Assigned)
+                        .map(|a| HeldReport { attempt_id: a, state: AttemptState::Running, exit_code: None, reason: String::new() })
+                        .collect();
+                    let mut h = hello(&id.0, 16_000);
+                    h.held = held;
+                    s.hello(h, now, &mut fx).unwrap();
+                }
+                Op::TimePasses(ms) => {
+                    now += ms;
+                    // w0 keeps heartbeating; others may go down.
+                    let w0 = WorkerId("w0".into());
+                    let held: Vec<_> = s.ledger().attempts_on(&w0)
+                        .filter(|a| s.attempt(*a).unwrap().state != AttemptState::Assigned)
+                        .map(|a| HeldReport { attempt_id: a, state: AttemptState::Running, exit_code: None, reason: String::new() })
+                        .collect();
+                    let _ = s.heartbeat(&w0, &held, now, &mut fx);
+                    s.tick(now, &mut fx);
+                }
+                Op::Reconcile => {
+                    prop_assert!(s.reconcile(false).fixes.is_empty());
+                }
+            }
+            store.commit(&fx.writes).unwrap();
+            if let Err(e) = s.check_invariants() {
+                prop_assert!(false, "{}", e);
+            }
+        }
+        let rebuilt = State::from_snapshot(store.load().unwrap(), StateConfig::default(), now);
+        for w in s.workers() {
+            prop_assert_eq!(rebuilt.ledger().allocated(&w.id), s.ledger().allocated(&w.id));
+        }
+        prop_assert_eq!(rebuilt.queue().collect::<Vec<_>>(), s.queue().collect::<Vec<_>>());
+        rebuilt.check_invariants().map_err(TestCaseError::fail)?;
+    }
+}

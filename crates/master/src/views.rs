@@ -1,0 +1,46 @@
+//! Read-only views of the state as wire messages, for the Control service
+//! (and later the JSON API). They run on the engine thread, after the batch
+//! they observe is durable.
+
+use crate::state::State;
+use berth_core::{TaskRecord, TaskState, WorkerRecord};
+use berth_proto::{attempt_to_wire, task_to_wire, v1};
+
+fn worker_name(s: &State, id: &berth_core::WorkerId) -> String {
+    s.worker(id).map(|w| w.name.clone()).unwrap_or_default()
+}
+
+pub fn task(s: &State, t: &TaskRecord) -> v1::Task {
+    let attempts = s
+        .attempts_of(t.id)
+        .map(|a| attempt_to_wire(a, &worker_name(s, &a.worker_id)))
+        .collect();
+    task_to_wire(t, attempts, s.wait_reason(t.id))
+}
+
+pub fn tasks(s: &State, filter: Option<TaskState>) -> Vec<v1::Task> {
+    s.tasks()
+        .filter(|t| filter.is_none_or(|f| t.state == f))
+        .map(|t| task(s, t))
+        .collect()
+}
+
+pub fn worker(s: &State, w: &WorkerRecord) -> v1::Worker {
+    v1::Worker {
+        id: w.id.0.clone(),
+        name: w.name.clone(),
+        state: w.state.as_str().to_string(),
+        total: Some(w.total.into()),
+        allocated: Some(s.ledger().allocated(&w.id).into()),
+        running_attempts: s.ledger().count_on(&w.id) as u32,
+        drivers: w.drivers.clone(),
+        gpus: w.gpus.iter().cloned().map(Into::into).collect(),
+        last_seen_ms: w.last_seen_ms,
+    }
+}
+
+pub fn workers(s: &State) -> Vec<v1::Worker> {
+    let mut out: Vec<_> = s.workers().map(|w| worker(s, w)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    out
+}
