@@ -1,8 +1,24 @@
-//! berth-worker: the agent. (being written) Entry points: [`detect`], [`run`].
+//! berth-worker: the agent that runs on each machine.
+//!
+//! * `detect` — what the machine offers (CPU, memory, disk, GPUs) and its
+//!   stable node id.
+//! * `attempt_dir` — an attempt's local folder: its state on disk, which
+//!   survives agent restarts and is the durable outbox of results.
+//! * `process` — the process driver: a small `sh` supervisor per attempt
+//!   that outlives the agent and records the exit status.
+//! * `agent` — the session with the master and the local attempt table.
+//!
+//! Entry points: [`detect`], [`run`].
+
+mod agent;
+pub mod attempt_dir;
+pub mod detect;
+pub mod process;
 
 use berth_core::{GpuInfo, Resources};
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How a worker runs. Built by the CLI from flags; tests build it directly.
 #[derive(Debug, Clone)]
@@ -17,6 +33,24 @@ pub struct WorkerConfig {
     pub memory_bytes: Option<u64>,
     pub storage_bytes: Option<u64>,
     pub gpus: Option<u32>,
+    /// Between SIGTERM and SIGKILL when an attempt is stopped.
+    pub stop_grace: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(master: String, token: String, name: String, data_dir: PathBuf) -> Self {
+        WorkerConfig {
+            master,
+            token,
+            name,
+            data_dir,
+            cpu_millis: None,
+            memory_bytes: None,
+            storage_bytes: None,
+            gpus: None,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What the worker found on this machine (after overrides).
@@ -30,19 +64,29 @@ pub struct Detected {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("{0}")]
-    Todo(String),
+    #[error("preparing the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid master URL {0}")]
+    BadMaster(String),
+    #[error("the master refused this worker: {0}")]
+    Refused(String),
 }
 
 /// Detect totals and load (or create) the node id.
-pub fn detect(_config: &WorkerConfig) -> Result<Detected, WorkerError> {
-    todo!()
+pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
+    detect::detect(config)
 }
 
-/// Run the agent until `shutdown` resolves.
+/// Run the agent until `shutdown` resolves. Tasks keep running after it
+/// returns; the next start re-attaches to them.
 pub async fn run(
-    _config: WorkerConfig,
-    _shutdown: impl Future<Output = ()> + Send + 'static,
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    todo!()
+    let det = detect(&config)?;
+    agent::run(config, det, shutdown).await
 }

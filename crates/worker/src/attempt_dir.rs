@@ -1,0 +1,149 @@
+//! An attempt's local state lives in its own folder, `DATA_DIR/attempts/ID/`,
+//! so it survives an agent restart and doubles as the durable outbox:
+//!
+//! | file      | written by  | meaning                                        |
+//! |-----------|-------------|------------------------------------------------|
+//! | `meta`    | agent       | task id and the resources the attempt holds    |
+//! | `pid`     | agent       | the supervisor's pid (= its process group)     |
+//! | `log`     | supervisor  | the task's stdout and stderr                   |
+//! | `exit`    | supervisor  | the exit status, written atomically at the end |
+//! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
+//! | `work/`   | task        | the task's working directory                   |
+//! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
+//!
+//! An attempt whose folder exists is held by this worker; the folder is
+//! removed once the master has acknowledged its final result.
+
+use berth_core::{AttemptId, Resources, TaskId};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct AttemptDir {
+    pub id: AttemptId,
+    pub path: PathBuf,
+}
+
+/// What `meta` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub task: TaskId,
+    pub resources: Resources,
+}
+
+impl AttemptDir {
+    pub fn new(root: &Path, id: AttemptId) -> AttemptDir {
+        AttemptDir {
+            id,
+            path: root.join(id.0.to_string()),
+        }
+    }
+
+    /// Every attempt folder under `root`, in id order.
+    pub fn scan(root: &Path) -> io::Result<Vec<AttemptDir>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(root)? {
+            let e = e?;
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                out.push(AttemptDir::new(root, AttemptId(id)));
+            }
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path.join("log")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path.join("work")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.path.join("output")
+    }
+
+    /// Create the folder and record what the attempt holds.
+    pub fn create(&self, meta: Meta) -> io::Result<()> {
+        fs::create_dir_all(self.work())?;
+        fs::create_dir_all(self.output())?;
+        let r = meta.resources;
+        write_atomic(
+            &self.path.join("meta"),
+            &format!(
+                "{} {} {} {} {}\n",
+                meta.task.0, r.cpu_millis, r.memory_bytes, r.storage_bytes, r.gpus
+            ),
+        )?;
+        fs::File::create(self.log())?;
+        Ok(())
+    }
+
+    pub fn meta(&self) -> io::Result<Meta> {
+        let text = fs::read_to_string(self.path.join("meta"))?;
+        let n: Vec<u64> = text
+            .split_whitespace()
+            .map(|x| x.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta: {e}")))?;
+        if n.len() != 5 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "meta: expected 5 fields"));
+        }
+        Ok(Meta {
+            task: TaskId(n[0]),
+            resources: Resources {
+                cpu_millis: n[1],
+                memory_bytes: n[2],
+                storage_bytes: n[3],
+                gpus: n[4] as u32,
+            },
+        })
+    }
+
+    pub fn set_pid(&self, pid: u32) -> io::Result<()> {
+        write_atomic(&self.path.join("pid"), &format!("{pid}\n"))
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        fs::read_to_string(self.path.join("pid")).ok()?.trim().parse().ok()
+    }
+
+    /// The exit status the supervisor recorded, if it has finished.
+    pub fn exit_status(&self) -> Option<i32> {
+        fs::read_to_string(self.path.join("exit")).ok()?.trim().parse().ok()
+    }
+
+    /// Record a final status ourselves (the supervisor could not).
+    pub fn set_exit_status(&self, code: i32) -> io::Result<()> {
+        write_atomic(&self.path.join("exit"), &format!("{code}\n"))
+    }
+
+    pub fn mark_stopped(&self) -> io::Result<()> {
+        fs::write(self.path.join("stopped"), b"")
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.path.join("stopped").exists()
+    }
+
+    pub fn log_len(&self) -> u64 {
+        fs::metadata(self.log()).map_or(0, |m| m.len())
+    }
+
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text)?;
+    fs::rename(tmp, path)
+}
