@@ -1,0 +1,289 @@
+//! Test harness for real-process tests: starts real `berth master` and
+//! `berth worker` processes on loopback (port 0), talks to them over real
+//! gRPC, and kills only the processes it started, by pid.
+
+#![allow(dead_code)]
+
+use berth_proto::v1;
+use berth_proto::v1::control_client::ControlClient;
+use berth_proto::BearerToken;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+pub type Client = ControlClient<InterceptedService<Channel, BearerToken>>;
+
+/// A process we started; killed (SIGKILL) on drop if still running.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a pid we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+    /// Wait for it to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master: Option<Proc>,
+    pub workers: Vec<Proc>,
+    pub url: String,
+    pub token: String,
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.out")))
+        .unwrap()
+}
+
+impl Cluster {
+    /// A fresh data dir and a running master.
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster {
+            dir,
+            master: None,
+            workers: Vec::new(),
+            url: String::new(),
+            token: String::new(),
+        };
+        c.start_master(&[]);
+        c
+    }
+
+    pub fn master_dir(&self) -> PathBuf {
+        self.dir.path().join("master")
+    }
+
+    /// (Re)start the master on the same data dir. The first start binds a
+    /// free port; restarts reuse it so workers find the master again.
+    pub fn start_master(&mut self, extra: &[&str]) {
+        let mdir = self.master_dir();
+        let _ = std::fs::remove_file(mdir.join("master.addr"));
+        let listen = if self.url.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.url.trim_start_matches("http://").to_string()
+        };
+        let child = Command::new(BERTH)
+            .args(["master", "--listen", &listen, "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(&mdir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.dir.path(), "master"))
+            .stderr(log_file(self.dir.path(), "master"))
+            .spawn()
+            .expect("spawn master");
+        self.master = Some(Proc {
+            child,
+            name: "master".into(),
+        });
+        let addr = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(mdir.join("master.addr")).ok()
+        })
+        .unwrap_or_else(|| panic!("master did not start; log:\n{}", self.log("master")));
+        self.url = addr.trim().to_string();
+        self.token = std::fs::read_to_string(mdir.join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+    }
+
+    /// Start a worker with the given name and extra flags (e.g. `--cpus 20`).
+    pub fn start_worker(&mut self, name: &str, extra: &[&str]) -> usize {
+        let wdir = self.dir.path().join(format!("worker-{name}"));
+        let child = Command::new(BERTH)
+            .args(["worker", "--master", &self.url, "--name", name, "--data-dir"])
+            .arg(&wdir)
+            .args(extra)
+            .env("BERTH_TOKEN", &self.token)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.dir.path(), name))
+            .stderr(log_file(self.dir.path(), name))
+            .spawn()
+            .expect("spawn worker");
+        self.workers.push(Proc {
+            child,
+            name: name.into(),
+        });
+        self.workers.len() - 1
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.out"))).unwrap_or_default()
+    }
+
+    /// Run the `berth` CLI against this cluster.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_MASTER", &self.url)
+            .env("BERTH_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// Run the CLI and insist it succeeds; returns stdout.
+    pub fn berth_ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        let ch = Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to master");
+        ControlClient::with_interceptor(ch, BearerToken::new(&self.token).unwrap())
+    }
+
+    /// Wait until `n` workers are ready.
+    pub async fn wait_workers_ready(&self, n: usize) {
+        let mut c = self.client().await;
+        let ok = wait_for_async(Duration::from_secs(20), || {
+            let mut c = c.clone();
+            async move {
+                let ws = c.list_workers(v1::ListWorkersRequest {}).await.ok()?.into_inner().workers;
+                (ws.iter().filter(|w| w.state == "ready").count() >= n).then_some(())
+            }
+        })
+        .await;
+        if ok.is_none() {
+            let ws = c.list_workers(v1::ListWorkersRequest {}).await;
+            panic!("workers not ready: {ws:?}");
+        }
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t0.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if t0.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn process_spec(cpu_millis: u64, mem: u64, cmd: &[&str]) -> v1::TaskSpec {
+    v1::TaskSpec {
+        name: String::new(),
+        driver: "process".into(),
+        image: String::new(),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        resources: Some(v1::Resources {
+            cpu_millis,
+            memory_bytes: mem,
+            storage_bytes: 0,
+            gpus: 0,
+        }),
+    }
+}
+
+pub async fn submit(c: &mut Client, spec: v1::TaskSpec) -> u64 {
+    c.submit_task(v1::SubmitTaskRequest {
+        spec: Some(spec),
+        queue_anyway: false,
+    })
+    .await
+    .expect("submit")
+    .into_inner()
+    .task_id
+}
+
+pub async fn task(c: &mut Client, id: u64) -> v1::Task {
+    c.get_task(v1::GetTaskRequest { task_id: id })
+        .await
+        .expect("get task")
+        .into_inner()
+}
+
+/// Wait until task `id` is in a terminal state; returns it.
+pub async fn wait_terminal(c: &mut Client, id: u64, within: Duration) -> v1::Task {
+    let t0 = Instant::now();
+    loop {
+        let t = task(c, id).await;
+        if matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled") {
+            return t;
+        }
+        assert!(t0.elapsed() < within, "task {id} not done in {within:?}: {t:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn workers(c: &mut Client) -> Vec<v1::Worker> {
+    c.list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers
+}
