@@ -128,6 +128,7 @@ pub async fn start(
     let state_config = state::StateConfig {
         heartbeat_ttl_ms: config.heartbeat_ttl.as_millis() as i64,
         down_grace_ms: 1_000,
+        start_resend_ms: (config.heartbeat_interval.as_millis() as i64 * 2).max(500),
     };
     let mut st = state::State::from_snapshot(snapshot, state_config, engine::now_ms());
     let report = st.reconcile(false);

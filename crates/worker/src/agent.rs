@@ -9,7 +9,7 @@
 //! unacknowledged final result is resent. The attempt folders are the
 //! durable outbox: a result is forgotten only after the master's ack.
 
-use crate::attempt_dir::{AttemptDir, Meta};
+use crate::attempt_dir::{AttemptDir, Meta, Tombstones};
 use crate::process;
 use crate::{Detected, WorkerConfig, WorkerError};
 use berth_core::{AttemptId, AttemptState, DriverKind, Resources, TaskId, TaskSpec};
@@ -83,6 +83,7 @@ pub struct Agent {
     cfg: WorkerConfig,
     det: Detected,
     root: PathBuf,
+    done: Tombstones,
     attempts: BTreeMap<AttemptId, Local>,
     out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
     exits_tx: mpsc::UnboundedSender<AttemptId>,
@@ -103,6 +104,7 @@ impl Agent {
             source,
         };
         std::fs::create_dir_all(&root).map_err(io)?;
+        let done = Tombstones::open(cfg.data_dir.join("done")).map_err(io)?;
         let mut attempts = BTreeMap::new();
         for dir in AttemptDir::scan(&root).map_err(io)? {
             let Ok(meta) = dir.meta() else {
@@ -125,6 +127,7 @@ impl Agent {
             cfg,
             det,
             root,
+            done,
             attempts,
             out: None,
             exits_tx,
@@ -220,8 +223,8 @@ impl Agent {
 
     fn on_start(&mut self, s: v1::StartAttempt) {
         let id = AttemptId(s.attempt_id);
-        if self.attempts.contains_key(&id) {
-            return; // a resend; we already have it
+        if self.attempts.contains_key(&id) || self.done.contains(id) {
+            return; // a resend; we have (or had) it
         }
         let dir = AttemptDir::new(&self.root, id);
         let spec = s.spec.map(TaskSpec::try_from);
@@ -341,6 +344,9 @@ impl Agent {
             ..
         }) = self.attempts.get(&id)
         {
+            if let Err(e) = self.done.add(id) {
+                tracing::warn!(attempt = %id, error = %e, "could not record tombstone");
+            }
             if let Err(e) = dir.remove() {
                 tracing::warn!(attempt = %id, error = %e, "could not remove attempt folder");
             }

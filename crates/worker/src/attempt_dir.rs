@@ -12,12 +12,55 @@
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
 //! An attempt whose folder exists is held by this worker; the folder is
-//! removed once the master has acknowledged its final result.
+//! removed once the master has acknowledged its final result, leaving a
+//! tombstone `DATA_DIR/done/ID` so a late duplicate start never runs the
+//! attempt a second time. Tombstones are pruned after [`TOMBSTONE_TTL`].
 
 use berth_core::{AttemptId, Resources, TaskId};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// How long a finished attempt's tombstone is kept.
+pub const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Tombstones of attempts this worker finished and the master acknowledged.
+#[derive(Debug, Clone)]
+pub struct Tombstones {
+    dir: PathBuf,
+}
+
+impl Tombstones {
+    pub fn open(dir: PathBuf) -> io::Result<Tombstones> {
+        fs::create_dir_all(&dir)?;
+        let t = Tombstones { dir };
+        t.prune();
+        Ok(t)
+    }
+
+    pub fn contains(&self, id: AttemptId) -> bool {
+        self.dir.join(id.0.to_string()).exists()
+    }
+
+    pub fn add(&self, id: AttemptId) -> io::Result<()> {
+        fs::write(self.dir.join(id.0.to_string()), b"")
+    }
+
+    fn prune(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > TOMBSTONE_TTL);
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct AttemptDir {

@@ -36,6 +36,9 @@ pub struct StateConfig {
     /// A worker silent for longer than `ttl + grace` is declared down.
     pub heartbeat_ttl_ms: Millis,
     pub down_grace_ms: Millis,
+    /// An attempt still `assigned` and not held by its worker this long
+    /// after placement has its start resent (the worker ignores duplicates).
+    pub start_resend_ms: Millis,
 }
 
 impl Default for StateConfig {
@@ -43,6 +46,7 @@ impl Default for StateConfig {
         StateConfig {
             heartbeat_ttl_ms: 5_000,
             down_grace_ms: 1_000,
+            start_resend_ms: 2_000,
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct State {
     /// Queued tasks in FIFO (id) order.
     pub(crate) queue: BTreeSet<TaskId>,
     pub(crate) ledger: Ledger,
+    /// Per worker: attempts it reported holding (running) that the master
+    /// does not consider live. Nothing new is placed on a worker until it
+    /// has stopped them.
+    pub(crate) stale: HashMap<WorkerId, BTreeSet<AttemptId>>,
     next_task: u64,
     next_attempt: u64,
     /// Something changed that may allow a placement.
@@ -115,6 +123,7 @@ impl State {
             workers: BTreeMap::new(),
             queue: BTreeSet::new(),
             ledger: Ledger::default(),
+            stale: HashMap::new(),
             next_task: 1,
             next_attempt: 1,
             dirty: true,
@@ -189,6 +198,11 @@ impl State {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Attempts `worker` still runs that the master has told it to stop.
+    pub fn stale_on(&self, worker: &WorkerId) -> usize {
+        self.stale.get(worker).map_or(0, |s| s.len())
     }
 
     pub fn queue(&self) -> impl Iterator<Item = TaskId> + '_ {

@@ -23,7 +23,7 @@ impl State {
                     .iter()
                     .filter_map(|d| DriverKind::parse(d))
                     .collect(),
-                schedulable: w.state == WorkerState::Ready,
+                schedulable: w.state == WorkerState::Ready && self.stale_on(&w.id) == 0,
             })
             .collect()
     }

@@ -100,7 +100,17 @@ impl State {
         {
             w.last_seen_ms = now;
         }
-        self.observe(worker, h, now, fx);
+        if self.observe(worker, h, now, fx) {
+            self.stale.entry(worker.clone()).or_default().insert(h.attempt_id);
+        } else if h.state.is_terminal()
+            && let Some(s) = self.stale.get_mut(worker)
+        {
+            s.remove(&h.attempt_id);
+            if s.is_empty() {
+                self.stale.remove(worker);
+                self.dirty = true;
+            }
+        }
         fx.outbound.push(Outbound::Ack {
             worker: worker.clone(),
             seq,
@@ -117,8 +127,18 @@ impl State {
         now: Millis,
         fx: &mut Effects,
     ) {
+        let mut stale = BTreeSet::new();
         for h in held {
-            self.observe(worker, h, now, fx);
+            if self.observe(worker, h, now, fx) {
+                stale.insert(h.attempt_id);
+            }
+        }
+        if stale.is_empty() {
+            if self.stale.remove(worker).is_some() {
+                self.dirty = true;
+            }
+        } else {
+            self.stale.insert(worker.clone(), stale);
         }
         let held_ids: BTreeSet<AttemptId> = held.iter().map(|h| h.attempt_id).collect();
         let live_here: Vec<AttemptId> = self.ledger.attempts_on(worker).collect();
@@ -126,9 +146,11 @@ impl State {
             let a = &self.attempts[&aid];
             let held_here = held_ids.contains(&aid);
             match (a.state, held_here) {
-                // A start in flight on this session; resend it on a new one.
+                // A start in flight; resend it on a new session, or when it
+                // has been in flight for too long (the worker ignores
+                // duplicates).
                 (AttemptState::Assigned, false) => {
-                    if fresh_session {
+                    if fresh_session || now - a.created_ms > self.config.start_resend_ms {
                         let task = &self.tasks[&a.task_id];
                         fx.outbound.push(Outbound::Start {
                             worker: worker.clone(),
@@ -149,7 +171,9 @@ impl State {
                         fx,
                     );
                 }
-                (AttemptState::Stopping, true) if fresh_session => {
+                // Still running although asked to stop: ask again (the
+                // stop may have been lost, or overtaken its start).
+                (AttemptState::Stopping, true) => {
                     fx.outbound.push(Outbound::Stop {
                         worker: worker.clone(),
                         attempt: aid,
@@ -164,7 +188,9 @@ impl State {
     /// Apply one observation of an attempt by `worker`. Idempotent: a
     /// report about an attempt that is no longer live (or not this
     /// worker's) changes nothing, and a running one is told to stop.
-    fn observe(&mut self, worker: &WorkerId, h: &HeldReport, now: Millis, fx: &mut Effects) {
+    /// Returns true when the worker runs an attempt the master does not
+    /// consider live (a stale attempt).
+    fn observe(&mut self, worker: &WorkerId, h: &HeldReport, now: Millis, fx: &mut Effects) -> bool {
         let live = self
             .attempts
             .get(&h.attempt_id)
@@ -176,8 +202,9 @@ impl State {
                     attempt: h.attempt_id,
                     reason: "the master does not consider this attempt live".into(),
                 });
+                return true;
             }
-            return;
+            return false;
         };
         match (a.state, h.state) {
             (AttemptState::Assigned, AttemptState::Running) => {
@@ -200,6 +227,7 @@ impl State {
             }
             _ => {}
         }
+        false
     }
 
     /// End a live attempt: release its resources, move its task on, record
