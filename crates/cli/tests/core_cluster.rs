@@ -15,10 +15,21 @@ async fn a_process_task_allocates_then_gives_everything_back() {
     c.start_worker("Tessa", &["--cpus", "20", "--memory", "8G"]);
     c.wait_workers_ready(1).await;
     let out = c.berth_ok(&[
-        "task", "submit", "--cpu", "5", "--mem", "0.5G", "--", "sh", "-c",
+        "task",
+        "submit",
+        "--cpu",
+        "5",
+        "--mem",
+        "0.5G",
+        "--",
+        "sh",
+        "-c",
         "echo hello from berth; echo to stderr >&2; sleep 3",
     ]);
-    let id: u64 = out.trim().parse().unwrap_or_else(|_| panic!("task id, got {out:?}"));
+    let id: u64 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("task id, got {out:?}"));
 
     // While it runs, `berth workers` shows exactly its request.
     let running = wait_for(Duration::from_secs(10), || {
@@ -27,8 +38,14 @@ async fn a_process_task_allocates_then_gives_everything_back() {
     })
     .expect("task never showed as running");
     assert!(running.contains("Worker: Tessa"), "{running}");
-    assert!(running.contains("  CPU:     20.0 total, 5.0 allocated, 15.0 available"), "{running}");
-    assert!(running.contains("  Memory:  8.0 GB total, 0.5 GB allocated, 7.5 GB available"), "{running}");
+    assert!(
+        running.contains("  CPU:     20.0 total, 5.0 allocated, 15.0 available"),
+        "{running}"
+    );
+    assert!(
+        running.contains("  Memory:  8.0 GB total, 0.5 GB allocated, 7.5 GB available"),
+        "{running}"
+    );
 
     let mut client = c.client().await;
     let t = wait_terminal(&mut client, id, Duration::from_secs(20)).await;
@@ -38,14 +55,23 @@ async fn a_process_task_allocates_then_gives_everything_back() {
     assert_eq!(t.attempts[0].worker_name, "Tessa");
 
     let after = c.berth_ok(&["workers"]);
-    assert!(after.contains("  CPU:     20.0 total, 0.0 allocated, 20.0 available"), "{after}");
-    assert!(after.contains("  Memory:  8.0 GB total, 0.0 GB allocated, 8.0 GB available"), "{after}");
+    assert!(
+        after.contains("  CPU:     20.0 total, 0.0 allocated, 20.0 available"),
+        "{after}"
+    );
+    assert!(
+        after.contains("  Memory:  8.0 GB total, 0.0 GB allocated, 8.0 GB available"),
+        "{after}"
+    );
     assert!(after.contains("  Running Tasks: 0"), "{after}");
 
     let show = c.berth_ok(&["task", "show", &id.to_string()]);
     assert!(show.contains("succeeded"), "{show}");
     let logs = c.berth_ok(&["task", "logs", &id.to_string()]);
-    assert!(logs.contains("hello from berth") && logs.contains("to stderr"), "{logs}");
+    assert!(
+        logs.contains("hello from berth") && logs.contains("to stderr"),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,11 +100,18 @@ async fn five_tasks_on_twenty_cores_four_run_and_the_fifth_waits_its_turn() {
     .expect("four tasks running");
     let queued: Vec<_> = states.iter().filter(|t| t.state == "queued").collect();
     assert_eq!(queued.len(), 1, "{states:?}");
-    assert!(queued[0].wait_reason.contains("waiting for capacity"), "{:?}", queued[0]);
+    assert!(
+        queued[0].wait_reason.contains("waiting for capacity"),
+        "{:?}",
+        queued[0]
+    );
     let w = &workers(&mut client).await[0];
     assert_eq!(w.allocated.unwrap().cpu_millis, 20_000);
     let queue = c.berth_ok(&["queue"]);
-    assert!(queue.contains(&queued[0].id.to_string()) && queue.contains("waiting for capacity"), "{queue}");
+    assert!(
+        queue.contains(&queued[0].id.to_string()) && queue.contains("waiting for capacity"),
+        "{queue}"
+    );
 
     // It starts when one ends, and all five succeed.
     for id in &ids {
@@ -152,7 +185,10 @@ async fn two_hundred_concurrent_submissions_never_overcommit() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (samples, max_seen) = sampler.await.unwrap();
     assert!(samples > 10, "sampled only {samples} times");
-    assert!(max_seen > 5_000, "the worker was never busy (max {max_seen} millicores)");
+    assert!(
+        max_seen > 5_000,
+        "the worker was never busy (max {max_seen} millicores)"
+    );
     let w = &workers(&mut client).await[0];
     assert_eq!(w.allocated.unwrap().cpu_millis, 0);
     assert_eq!(w.running_attempts, 0);
@@ -173,7 +209,9 @@ async fn kill_9_of_the_master_loses_no_acknowledged_task() {
     c.start_master(&[]);
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest { state: String::new() })
+        .list_tasks(v1::ListTasksRequest {
+            state: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -200,21 +238,36 @@ async fn bad_input_is_refused_with_the_field_and_records_nothing() {
         (&["task", "submit", "--cpu", "-1", "--", "true"], "cpu"),
         (&["task", "submit", "--cpu", "NaN", "--", "true"], "cpu"),
         (&["task", "submit", "--cpu", "1e12", "--", "true"], "4096"),
-        (&["task", "submit", "--mem", "1e9G", "--", "true"], "65536.0 GB"),
-        (&["task", "submit", "--storage", "-5G", "--", "true"], "storage"),
+        (
+            &["task", "submit", "--mem", "1e9G", "--", "true"],
+            "65536.0 GB",
+        ),
+        (
+            &["task", "submit", "--storage", "-5G", "--", "true"],
+            "storage",
+        ),
         (&["task", "submit", "--gpus", "0.5", "--", "true"], "whole"),
         (&["task", "submit", "--env", "1X=2", "--", "true"], "env"),
         (&["task", "submit"], "command"),
         (&["task", "submit", "--bogus", "--", "true"], "--bogus"),
         (&["task", "submit", "--cpu", "64", "--", "true"], "Tessa"),
-        (&["task", "submit", "--cpu", "4", "--mem", "16G", "--", "true"], "8.0 GB"),
-        (&["task", "submit", "busybox:latest", "--", "true"], "docker"),
+        (
+            &["task", "submit", "--cpu", "4", "--mem", "16G", "--", "true"],
+            "8.0 GB",
+        ),
+        (
+            &["task", "submit", "busybox:latest", "--", "true"],
+            "docker",
+        ),
     ];
     for (args, needle) in cases {
         let out = c.berth(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "berth {args:?} should fail");
-        assert!(err.contains(needle), "berth {args:?}: stderr {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "berth {args:?}: stderr {err:?} should mention {needle:?}"
+        );
     }
     // The oversized request names the largest worker's capacity.
     let out = c.berth(&["task", "submit", "--cpu", "64", "--", "true"]);
@@ -242,7 +295,9 @@ async fn bad_input_is_refused_with_the_field_and_records_nothing() {
     // Nothing was recorded.
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest { state: String::new() })
+        .list_tasks(v1::ListTasksRequest {
+            state: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -250,22 +305,45 @@ async fn bad_input_is_refused_with_the_field_and_records_nothing() {
     assert!(tasks.is_empty(), "{tasks:?}");
 
     // --queue-anyway queues the oversized one, and `queue` says why it waits.
-    let id = c.berth_ok(&["task", "submit", "--cpu", "64", "--queue-anyway", "--", "true"]);
+    let id = c.berth_ok(&[
+        "task",
+        "submit",
+        "--cpu",
+        "64",
+        "--queue-anyway",
+        "--",
+        "true",
+    ]);
     let q = c.berth_ok(&["queue"]);
-    assert!(q.contains(id.trim()) && q.contains("larger than every registered worker"), "{q}");
+    assert!(
+        q.contains(id.trim()) && q.contains("larger than every registered worker"),
+        "{q}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_the_wrong_token_is_refused_and_changes_nothing() {
     let c = Cluster::start();
     let out = std::process::Command::new(BERTH)
-        .args(["worker", "--master", &c.url, "--name", "intruder", "--cpus", "2", "--data-dir"])
+        .args([
+            "worker",
+            "--master",
+            &c.url,
+            "--name",
+            "intruder",
+            "--cpus",
+            "2",
+            "--data-dir",
+        ])
         .arg(c.dir.path().join("intruder"))
         .env("BERTH_TOKEN", "wrong")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong cluster token"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong cluster token"),
+        "{out:?}"
+    );
     let mut client = c.client().await;
     assert!(workers(&mut client).await.is_empty());
 }
@@ -303,17 +381,37 @@ async fn the_shell_speaks_the_predecessors_commands() {
     assert!(all.contains("Worker: Tessa"), "{all}");
     assert!(all.contains("  CPU:     20.0 total,"), "{all}");
     assert!(all.contains("hello"), "{all}");
-    assert!(all.contains("cpu"), "negative cores must be refused naming the field: {all}");
-    assert!(all.contains("docker"), "a container task needs a docker worker: {all}");
-    assert!(all.contains("✓ Resource reconciliation complete: fixed 0 workers"), "{all}");
+    assert!(
+        all.contains("cpu"),
+        "negative cores must be refused naming the field: {all}"
+    );
+    assert!(
+        all.contains("docker"),
+        "a container task needs a docker worker: {all}"
+    );
+    assert!(
+        all.contains("✓ Resource reconciliation complete: fixed 0 workers"),
+        "{all}"
+    );
     assert!(all.contains("frobnicate"), "{all}");
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest { state: String::new() })
+        .list_tasks(v1::ListTasksRequest {
+            state: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
         .tasks;
     assert_eq!(tasks.len(), 1, "only the valid task is recorded: {tasks:?}");
-    assert_eq!(tasks[0].spec.as_ref().unwrap().resources.unwrap().cpu_millis, 2_500);
+    assert_eq!(
+        tasks[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .unwrap()
+            .cpu_millis,
+        2_500
+    );
 }

@@ -133,7 +133,11 @@ mod tests {
             .collect();
         assert_eq!(
             holding,
-            vec![AttemptState::Assigned, AttemptState::Running, AttemptState::Stopping]
+            vec![
+                AttemptState::Assigned,
+                AttemptState::Running,
+                AttemptState::Stopping
+            ]
         );
     }
 

@@ -189,7 +189,11 @@ mod tests {
 
     #[test]
     fn terminal_states_refuse_everything() {
-        for t in [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled] {
+        for t in [
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ] {
             assert!(t.on(TaskEvent::Placed).is_err());
             assert!(t.on(TaskEvent::Cancelled).is_err());
             assert!(t.on(TaskEvent::Attempt(AttemptState::Running)).is_err());

@@ -22,10 +22,16 @@ fn parse_number(field: &'static str, text: &str) -> Result<f64, InputError> {
         .parse()
         .map_err(|_| InputError::new(field, format!("'{text}' is not a number")))?;
     if !v.is_finite() {
-        return Err(InputError::new(field, format!("'{text}' is not a finite number")));
+        return Err(InputError::new(
+            field,
+            format!("'{text}' is not a finite number"),
+        ));
     }
     if v < 0.0 {
-        return Err(InputError::new(field, format!("{text} is negative; it must be ≥ 0")));
+        return Err(InputError::new(
+            field,
+            format!("{text} is negative; it must be ≥ 0"),
+        ));
     }
     Ok(v)
 }
@@ -71,7 +77,8 @@ pub fn parse_size(
     if num.is_empty() {
         return Err(InputError::new(field, format!("'{text}' has no number")));
     }
-    let v = parse_number(field, num).map_err(|e| InputError::new(field, e.message.replace(num, text)))?;
+    let v = parse_number(field, num)
+        .map_err(|e| InputError::new(field, e.message.replace(num, text)))?;
     let bytes = v * unit as f64;
     if bytes > max_bytes as f64 {
         return Err(InputError::new(
@@ -133,16 +140,36 @@ mod tests {
             let e = parse_cores("cpu", bad).unwrap_err();
             assert_eq!(e.field, "cpu", "{bad}");
         }
-        assert!(parse_cores("cpu", "5000").unwrap_err().message.contains("4096"));
+        assert!(
+            parse_cores("cpu", "5000")
+                .unwrap_err()
+                .message
+                .contains("4096")
+        );
     }
 
     #[test]
     fn sizes_accept_suffixes_and_bare_gb() {
-        assert_eq!(parse_size("mem", "0.5G", GIB, MAX_MEMORY_BYTES).unwrap(), GIB / 2);
-        assert_eq!(parse_size("mem", "0.5", GIB, MAX_MEMORY_BYTES).unwrap(), GIB / 2);
-        assert_eq!(parse_size("mem", "512MiB", GIB, MAX_MEMORY_BYTES).unwrap(), 512 * MIB);
-        assert_eq!(parse_size("mem", "8gb", GIB, MAX_MEMORY_BYTES).unwrap(), 8 * GIB);
-        assert_eq!(parse_size("mem", "1048576B", GIB, MAX_MEMORY_BYTES).unwrap(), MIB);
+        assert_eq!(
+            parse_size("mem", "0.5G", GIB, MAX_MEMORY_BYTES).unwrap(),
+            GIB / 2
+        );
+        assert_eq!(
+            parse_size("mem", "0.5", GIB, MAX_MEMORY_BYTES).unwrap(),
+            GIB / 2
+        );
+        assert_eq!(
+            parse_size("mem", "512MiB", GIB, MAX_MEMORY_BYTES).unwrap(),
+            512 * MIB
+        );
+        assert_eq!(
+            parse_size("mem", "8gb", GIB, MAX_MEMORY_BYTES).unwrap(),
+            8 * GIB
+        );
+        assert_eq!(
+            parse_size("mem", "1048576B", GIB, MAX_MEMORY_BYTES).unwrap(),
+            MIB
+        );
     }
 
     #[test]
@@ -157,7 +184,12 @@ mod tests {
     #[test]
     fn gpus_are_whole() {
         assert_eq!(parse_gpus("gpus", "2").unwrap(), 2);
-        assert!(parse_gpus("gpus", "0.5").unwrap_err().message.contains("whole"));
+        assert!(
+            parse_gpus("gpus", "0.5")
+                .unwrap_err()
+                .message
+                .contains("whole")
+        );
     }
 
     #[test]

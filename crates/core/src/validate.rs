@@ -101,9 +101,17 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
             }
         }
         DriverKind::Docker => match &spec.image {
-            None => return Err(InputError::new("image", "is empty; a container task needs an image")),
+            None => {
+                return Err(InputError::new(
+                    "image",
+                    "is empty; a container task needs an image",
+                ));
+            }
             Some(i) if i.trim().is_empty() => {
-                return Err(InputError::new("image", "is empty; a container task needs an image"));
+                return Err(InputError::new(
+                    "image",
+                    "is empty; a container task needs an image",
+                ));
             }
             Some(i) if i.len() > MAX_IMAGE_LEN || i.chars().any(char::is_whitespace) => {
                 return Err(InputError::new(
@@ -117,7 +125,10 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
     if spec.command.len() > MAX_COMMAND_ARGS {
         return Err(InputError::new(
             "command",
-            format!("has {} arguments; the limit is {MAX_COMMAND_ARGS}", spec.command.len()),
+            format!(
+                "has {} arguments; the limit is {MAX_COMMAND_ARGS}",
+                spec.command.len()
+            ),
         ));
     }
     let cmd_bytes: usize = spec.command.iter().map(|a| a.len()).sum();
@@ -133,7 +144,10 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
     if spec.env.len() > MAX_ENV_VARS {
         return Err(InputError::new(
             "env",
-            format!("has {} variables; the limit is {MAX_ENV_VARS}", spec.env.len()),
+            format!(
+                "has {} variables; the limit is {MAX_ENV_VARS}",
+                spec.env.len()
+            ),
         ));
     }
     let env_bytes: usize = spec.env.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -147,11 +161,16 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
         if !valid_env_key(k) {
             return Err(InputError::new(
                 "env",
-                format!("'{k}' is not a valid variable name (letters, digits, _; not starting with a digit)"),
+                format!(
+                    "'{k}' is not a valid variable name (letters, digits, _; not starting with a digit)"
+                ),
             ));
         }
         if v.contains('\0') {
-            return Err(InputError::new("env", format!("value of {k} contains a NUL byte")));
+            return Err(InputError::new(
+                "env",
+                format!("value of {k} contains a NUL byte"),
+            ));
         }
     }
     validate_resources(&spec.resources)
@@ -178,7 +197,10 @@ mod tests {
     #[test]
     fn empty_command_is_refused() {
         assert_eq!(validate_spec(&process(&[])).unwrap_err().field, "command");
-        assert_eq!(validate_spec(&process(&[" "])).unwrap_err().field, "command");
+        assert_eq!(
+            validate_spec(&process(&[" "])).unwrap_err().field,
+            "command"
+        );
         assert!(validate_spec(&process(&["true"])).is_ok());
     }
 

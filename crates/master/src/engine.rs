@@ -127,7 +127,10 @@ pub fn spawn<S: Store>(
     state: State,
     store: S,
     tick_every: Duration,
-) -> (EngineHandle, std::thread::JoinHandle<Result<(), berth_store::StoreError>>) {
+) -> (
+    EngineHandle,
+    std::thread::JoinHandle<Result<(), berth_store::StoreError>>,
+) {
     let (tx, rx) = mpsc::channel();
     let engine = Engine {
         state,
@@ -170,7 +173,11 @@ impl<S: Store> Engine<S> {
             self.apply(cmd, now, &mut fx, &mut replies, &mut queries);
         }
         for down in self.state.tick(now, &mut fx) {
-            let name = self.state.worker(&down).map(|w| w.name.clone()).unwrap_or_default();
+            let name = self
+                .state
+                .worker(&down)
+                .map(|w| w.name.clone())
+                .unwrap_or_default();
             tracing::warn!(worker = %name, id = %down, "worker declared down");
             // Close its stream: if it is still alive it must say hello again.
             self.sessions.remove(&down);

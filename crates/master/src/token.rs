@@ -19,7 +19,10 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<(String, bool)> {
             if t.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{} is empty; delete it to generate a new token", path.display()),
+                    format!(
+                        "{} is empty; delete it to generate a new token",
+                        path.display()
+                    ),
                 ));
             }
             Ok((t, false))

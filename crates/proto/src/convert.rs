@@ -155,7 +155,10 @@ impl TryFrom<v1::HeldAttempt> for HeldReport {
     type Error = InputError;
     fn try_from(h: v1::HeldAttempt) -> Result<Self, InputError> {
         let state = AttemptState::parse(&h.state).ok_or_else(|| {
-            InputError::new("held.state", format!("'{}' is not an attempt state", h.state))
+            InputError::new(
+                "held.state",
+                format!("'{}' is not an attempt state", h.state),
+            )
         })?;
         Ok(HeldReport {
             attempt_id: berth_core::AttemptId(h.attempt_id),
@@ -164,4 +167,22 @@ impl TryFrom<v1::HeldAttempt> for HeldReport {
             reason: h.reason,
         })
     }
+}
+
+/// Sequence number of an attempt's "running" update. Derived from the
+/// attempt id, so it is stable across restarts of either side.
+pub fn running_seq(a: berth_core::AttemptId) -> u64 {
+    a.0 * 2
+}
+
+/// Sequence number of an attempt's final update. The master acks it after
+/// recording the result (or, for a finished attempt seen in a heartbeat,
+/// after seeing it is already recorded); the worker then forgets it.
+pub fn final_seq(a: berth_core::AttemptId) -> u64 {
+    a.0 * 2 + 1
+}
+
+/// The attempt a final update's sequence number is about, if it is one.
+pub fn attempt_of_final_seq(seq: u64) -> Option<berth_core::AttemptId> {
+    (seq % 2 == 1).then_some(berth_core::AttemptId(seq / 2))
 }

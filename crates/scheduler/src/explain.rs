@@ -22,8 +22,10 @@ pub fn could_ever_fit(
     request: &Resources,
     driver: DriverKind,
 ) -> Result<(), String> {
-    let with_driver: Vec<&WorkerView> =
-        workers.iter().filter(|w| w.drivers.contains(&driver)).collect();
+    let with_driver: Vec<&WorkerView> = workers
+        .iter()
+        .filter(|w| w.drivers.contains(&driver))
+        .collect();
     if with_driver.is_empty() {
         return Err(match driver {
             DriverKind::Docker => "no registered worker has the docker driver, so a container task cannot run; use `run -- COMMAND` for a process task, or start a worker with Docker available".to_string(),

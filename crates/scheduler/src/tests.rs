@@ -32,7 +32,13 @@ fn task(id: u64, cpu: u64) -> PendingTask {
 #[test]
 fn picks_least_utilised_worker() {
     let ws = [worker(10_000, 8_000), worker(10_000, 1_000)];
-    assert_eq!(place(&ws, &[task(1, 1_000)]), vec![Placement { task: TaskId(1), worker: 1 }]);
+    assert_eq!(
+        place(&ws, &[task(1, 1_000)]),
+        vec![Placement {
+            task: TaskId(1),
+            worker: 1
+        }]
+    );
 }
 
 #[test]
@@ -40,14 +46,23 @@ fn four_of_five_fit_on_twenty_cores() {
     let ws = [worker(20_000, 0)];
     let pending: Vec<_> = (1..=5).map(|i| task(i, 5_000)).collect();
     let placed = place(&ws, &pending);
-    assert_eq!(placed.iter().map(|p| p.task.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        placed.iter().map(|p| p.task.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[test]
 fn big_task_does_not_block_small_ones() {
     let ws = [worker(4_000, 0)];
     let placed = place(&ws, &[task(1, 8_000), task(2, 1_000)]);
-    assert_eq!(placed, vec![Placement { task: TaskId(2), worker: 0 }]);
+    assert_eq!(
+        placed,
+        vec![Placement {
+            task: TaskId(2),
+            worker: 0
+        }]
+    );
 }
 
 #[test]
@@ -72,7 +87,10 @@ fn explains_oversized_request_with_largest_worker() {
 fn explains_waiting_for_capacity() {
     let ws = [worker(20_000, 20_000)];
     let r = wait_reason(&ws, &task(1, 5_000).request, DriverKind::Process);
-    assert!(r.starts_with("waiting for capacity: cpu needs 5.0, 0.0 available"), "{r}");
+    assert!(
+        r.starts_with("waiting for capacity: cpu needs 5.0, 0.0 available"),
+        "{r}"
+    );
 }
 
 proptest! {

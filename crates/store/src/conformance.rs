@@ -103,7 +103,8 @@ pub fn writes_replace<S: Store>(mut s: S) {
     t.exit_code = Some(0);
     t.ended_ms = Some(99);
     let mut a = sample_attempt(1, 1, "w1");
-    s.commit(&[Write::Task(t.clone()), Write::Attempt(a.clone())]).unwrap();
+    s.commit(&[Write::Task(t.clone()), Write::Attempt(a.clone())])
+        .unwrap();
     a.state = AttemptState::Succeeded;
     a.exit_code = Some(-1);
     a.reason = "done".into();
@@ -120,7 +121,8 @@ pub fn remove_worker<S: Store>(mut s: S) {
         Write::Worker(sample_worker("b")),
     ])
     .unwrap();
-    s.commit(&[Write::RemoveWorker(WorkerId("a".into()))]).unwrap();
+    s.commit(&[Write::RemoveWorker(WorkerId("a".into()))])
+        .unwrap();
     let snap = s.load().unwrap();
     assert_eq!(snap.workers, vec![sample_worker("b")]);
 }

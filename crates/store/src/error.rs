@@ -16,7 +16,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the store at {path} has schema version {found}, newer than this berth knows ({known}); upgrade berth")]
+    #[error(
+        "the store at {path} has schema version {found}, newer than this berth knows ({known}); upgrade berth"
+    )]
     TooNew {
         path: PathBuf,
         found: usize,

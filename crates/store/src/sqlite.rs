@@ -71,10 +71,14 @@ impl SqliteStore {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -88,11 +92,10 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let current: usize = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-            .map_err(|source| StoreError::Migrate { version: 0, source })?
-            as usize;
+        let current: usize =
+            self.conn
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .map_err(|source| StoreError::Migrate { version: 0, source })? as usize;
         if current > MIGRATIONS.len() {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
@@ -105,7 +108,8 @@ impl SqliteStore {
             let err = |source| StoreError::Migrate { version, source };
             let tx = self.conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", version as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", version as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
         }
         Ok(())

@@ -23,7 +23,8 @@ fn sqlite_survives_reopen_and_keeps_schema_version() {
     let path = dir.path().join("berth.db");
     {
         let mut s = SqliteStore::open(&path).unwrap();
-        s.commit(&[Write::Task(conformance::sample_task(7))]).unwrap();
+        s.commit(&[Write::Task(conformance::sample_task(7))])
+            .unwrap();
     }
     let mut s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.schema_version(), 1);

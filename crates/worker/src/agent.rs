@@ -16,7 +16,10 @@ use berth_core::{AttemptId, AttemptState, DriverKind, Resources, TaskId, TaskSpe
 use berth_proto::v1::master_message::Body as In;
 use berth_proto::v1::worker_link_client::WorkerLinkClient;
 use berth_proto::v1::worker_message::Body as Out;
-use berth_proto::{BearerToken, HeldReport, v1};
+use berth_proto::{
+    BearerToken, HeldReport, attempt_of_final_seq, final_seq as seq_final,
+    running_seq as seq_running, v1,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -47,24 +50,21 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// Final update sequence numbers are odd, start/running ones even; both are
-/// derived from the attempt id, so they are stable across restarts.
-fn seq_final(a: AttemptId) -> u64 {
-    a.0 * 2 + 1
-}
-fn seq_running(a: AttemptId) -> u64 {
-    a.0 * 2
-}
-
 /// The result of an attempt from what its folder says.
 fn final_report(id: AttemptId, exit: Option<i32>, stopped: bool) -> HeldReport {
     let (state, reason) = match (exit, stopped) {
         (e, true) => (
             AttemptState::Cancelled,
-            format!("stopped on request{}", e.map(|c| format!(" (exit status {c})")).unwrap_or_default()),
+            format!(
+                "stopped on request{}",
+                e.map(|c| format!(" (exit status {c})")).unwrap_or_default()
+            ),
         ),
         (Some(0), false) => (AttemptState::Succeeded, String::new()),
-        (Some(c), false) if c > 128 => (AttemptState::Failed, format!("killed by signal {}", c - 128)),
+        (Some(c), false) if c > 128 => (
+            AttemptState::Failed,
+            format!("killed by signal {}", c - 128),
+        ),
         (Some(c), false) => (AttemptState::Failed, format!("exited with code {c}")),
         (None, false) => (
             AttemptState::Failed,
@@ -113,14 +113,27 @@ impl Agent {
                 continue;
             };
             let phase = match (dir.exit_status(), dir.pid()) {
-                (Some(code), _) => Phase::Finished(final_report(dir.id, Some(code), dir.is_stopped())),
+                (Some(code), _) => {
+                    Phase::Finished(final_report(dir.id, Some(code), dir.is_stopped()))
+                }
                 (None, Some(pid)) if process::supervisor_alive(&dir) => {
                     tracing::info!(attempt = %dir.id, pid, "re-attached to running attempt");
-                    Phase::Running { pgid: pid, kill_at: None }
+                    Phase::Running {
+                        pgid: pid,
+                        kill_at: None,
+                    }
                 }
                 (None, _) => Phase::Finished(final_report(dir.id, None, dir.is_stopped())),
             };
-            attempts.insert(dir.id, Local { dir, meta, phase, shipped: 0 });
+            attempts.insert(
+                dir.id,
+                Local {
+                    dir,
+                    meta,
+                    phase,
+                    shipped: 0,
+                },
+            );
         }
         let stop_grace = cfg.stop_grace;
         Ok(Agent {
@@ -169,8 +182,12 @@ impl Agent {
         if self.out.is_none() {
             return;
         }
-        let Some(l) = self.attempts.get_mut(&id) else { return };
-        let Ok(f) = std::fs::File::open(l.dir.log()) else { return };
+        let Some(l) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let Ok(f) = std::fs::File::open(l.dir.log()) else {
+            return;
+        };
         let mut budget = if all { u64::MAX } else { LOG_PER_TICK };
         let mut buf = vec![0u8; LOG_CHUNK];
         while budget > 0 {
@@ -255,7 +272,11 @@ impl Agent {
         if let Err(short) = resources.fits_within(&self.allocated(), &self.det.total) {
             return self.fail_now(dir, meta, format!("worker admission refused: {short}"));
         }
-        let path_var = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+        let path_var = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
         if process::resolve(&spec.command[0], path_var).is_none() {
             let reason = format!("starting `{}`: command not found on PATH", spec.command[0]);
             return self.fail_now(dir, meta, reason);
@@ -263,7 +284,10 @@ impl Agent {
         let mut env = spec.env.clone();
         env.push(("BERTH_TASK_ID".into(), s.task_id.to_string()));
         env.push(("BERTH_ATTEMPT_ID".into(), id.0.to_string()));
-        env.push(("BERTH_OUTPUT_DIR".into(), dir.output().display().to_string()));
+        env.push((
+            "BERTH_OUTPUT_DIR".into(),
+            dir.output().display().to_string(),
+        ));
         if !s.gpu_ids.is_empty() {
             let ids: Vec<String> = s.gpu_ids.iter().map(u32::to_string).collect();
             env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
@@ -314,14 +338,17 @@ impl Agent {
                 dir,
                 phase: Phase::Running { pgid, kill_at },
                 ..
-            }) => {
-                if kill_at.is_none() {
-                    tracing::info!(attempt = %id, reason = %s.reason, "stopping attempt");
-                    let _ = dir.mark_stopped();
-                    process::signal_group(*pgid, libc::SIGTERM);
-                    *kill_at = Some(Instant::now() + grace);
-                }
+            }) if kill_at.is_none() => {
+                tracing::info!(attempt = %id, reason = %s.reason, "stopping attempt");
+                let _ = dir.mark_stopped();
+                process::signal_group(*pgid, libc::SIGTERM);
+                *kill_at = Some(Instant::now() + grace);
             }
+            // Already stopping: the SIGKILL deadline stands.
+            Some(Local {
+                phase: Phase::Running { .. },
+                ..
+            }) => {}
             Some(Local {
                 phase: Phase::Finished(r),
                 ..
@@ -334,10 +361,9 @@ impl Agent {
     }
 
     fn on_ack(&mut self, seq: u64) {
-        if seq % 2 == 0 {
+        let Some(id) = attempt_of_final_seq(seq) else {
             return;
-        }
-        let id = AttemptId(seq / 2);
+        };
         if let Some(Local {
             phase: Phase::Finished(_),
             dir,
@@ -356,7 +382,9 @@ impl Agent {
 
     /// An attempt's supervisor ended (or vanished): record and report it.
     fn on_exit(&mut self, id: AttemptId) {
-        let Some(l) = self.attempts.get_mut(&id) else { return };
+        let Some(l) = self.attempts.get_mut(&id) else {
+            return;
+        };
         if !matches!(l.phase, Phase::Running { .. }) {
             return;
         }
@@ -417,7 +445,12 @@ impl Agent {
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return Ok(SessionEnd::Lost(format!("connecting to {}: {e}", self.cfg.master))),
+            Err(e) => {
+                return Ok(SessionEnd::Lost(format!(
+                    "connecting to {}: {e}",
+                    self.cfg.master
+                )));
+            }
         };
         let token = BearerToken::new(&self.cfg.token).map_err(WorkerError::Refused)?;
         let mut client = WorkerLinkClient::with_interceptor(channel, token);
@@ -437,17 +470,32 @@ impl Agent {
             .await
         {
             Ok(r) => r.into_inner(),
-            Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                ) =>
+            {
                 return Err(WorkerError::Refused(s.message().to_string()));
             }
-            Err(s) => return Ok(SessionEnd::Lost(format!("opening session: {}", s.message()))),
+            Err(s) => {
+                return Ok(SessionEnd::Lost(format!(
+                    "opening session: {}",
+                    s.message()
+                )));
+            }
         };
         let hb = match inbound.message().await {
             Ok(Some(v1::MasterMessage {
                 body: Some(In::Welcome(w)),
             })) => Duration::from_millis(w.heartbeat_interval_ms.max(50)),
             Ok(_) => return Ok(SessionEnd::Lost("the master did not welcome us".into())),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition || s.code() == tonic::Code::Unauthenticated => {
+            Err(s)
+                if s.code() == tonic::Code::FailedPrecondition
+                    || s.code() == tonic::Code::Unauthenticated =>
+            {
                 return Err(WorkerError::Refused(s.message().to_string()));
             }
             Err(s) => return Ok(SessionEnd::Lost(s.message().to_string())),
@@ -536,9 +584,14 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut connected = false;
-        match agent.session(&mut exits, &mut shutdown, &mut connected).await? {
+        match agent
+            .session(&mut exits, &mut shutdown, &mut connected)
+            .await?
+        {
             SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost(why) => tracing::warn!(reason = %why, "no session with the master; retrying"),
+            SessionEnd::Lost(why) => {
+                tracing::warn!(reason = %why, "no session with the master; retrying")
+            }
         }
         if connected {
             backoff = Duration::from_millis(100);

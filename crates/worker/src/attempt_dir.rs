@@ -47,7 +47,9 @@ impl Tombstones {
     }
 
     fn prune(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let old = e
                 .metadata()
@@ -134,7 +136,10 @@ impl AttemptDir {
             .collect::<Result<_, _>>()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta: {e}")))?;
         if n.len() != 5 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "meta: expected 5 fields"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "meta: expected 5 fields",
+            ));
         }
         Ok(Meta {
             task: TaskId(n[0]),
@@ -152,12 +157,20 @@ impl AttemptDir {
     }
 
     pub fn pid(&self) -> Option<i32> {
-        fs::read_to_string(self.path.join("pid")).ok()?.trim().parse().ok()
+        fs::read_to_string(self.path.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The exit status the supervisor recorded, if it has finished.
     pub fn exit_status(&self) -> Option<i32> {
-        fs::read_to_string(self.path.join("exit")).ok()?.trim().parse().ok()
+        fs::read_to_string(self.path.join("exit"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Record a final status ourselves (the supervisor could not).

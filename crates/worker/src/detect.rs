@@ -108,7 +108,10 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
     let total = Resources {
         cpu_millis: config.cpu_millis.unwrap_or(cores * 1000),
         memory_bytes: config.memory_bytes.or_else(memory_bytes).unwrap_or(0),
-        storage_bytes: config.storage_bytes.or_else(|| disk_bytes(dir)).unwrap_or(0),
+        storage_bytes: config
+            .storage_bytes
+            .or_else(|| disk_bytes(dir))
+            .unwrap_or(0),
         gpus: gpus.len() as u32,
     };
     Ok(Detected {
@@ -125,7 +128,9 @@ mod tests {
 
     #[test]
     fn parses_nvidia_smi_csv() {
-        let g = parse_nvidia_smi("0, NVIDIA A100-SXM4-40GB, 40960, GPU-aaa\n1, NVIDIA A100-SXM4-40GB, 40960, GPU-bbb\n");
+        let g = parse_nvidia_smi(
+            "0, NVIDIA A100-SXM4-40GB, 40960, GPU-aaa\n1, NVIDIA A100-SXM4-40GB, 40960, GPU-bbb\n",
+        );
         assert_eq!(g.len(), 2);
         assert_eq!(g[1].index, 1);
         assert_eq!(g[0].memory_bytes, 40960 << 20);

@@ -84,9 +84,18 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
 /// Run the agent until `shutdown` resolves. Tasks keep running after it
 /// returns; the next start re-attaches to them.
 pub async fn run(
-    config: WorkerConfig,
+    mut config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    // Supervisors run in the task's working directory, so every path they
+    // are given must be absolute.
+    if config.data_dir.is_relative() {
+        let cwd = std::env::current_dir().map_err(|source| WorkerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        config.data_dir = cwd.join(&config.data_dir);
+    }
     let det = detect(&config)?;
     agent::run(config, det, shutdown).await
 }

@@ -94,7 +94,11 @@ pub fn supervisor_alive(dir: &AttemptDir) -> bool {
     // A zombie (exited, not yet reaped) is not running.
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false);
     is_ours && !zombie
 }
@@ -117,8 +121,15 @@ mod tests {
     async fn supervisor_records_output_and_exit_status() {
         let root = tempfile::tempdir().unwrap();
         let dir = AttemptDir::new(root.path(), AttemptId(1));
-        dir.create(Meta { task: TaskId(1), resources: Resources::ZERO }).unwrap();
-        let cmd: Vec<String> = ["sh", "-c", "echo out; echo err >&2; exit 3"].iter().map(|s| s.to_string()).collect();
+        dir.create(Meta {
+            task: TaskId(1),
+            resources: Resources::ZERO,
+        })
+        .unwrap();
+        let cmd: Vec<String> = ["sh", "-c", "echo out; echo err >&2; exit 3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mut child = spawn(&dir, &cmd, &[]).unwrap();
         child.wait().await.unwrap();
         assert_eq!(dir.exit_status(), Some(3));
@@ -130,7 +141,11 @@ mod tests {
     async fn sigterm_reaches_the_task_and_is_recorded() {
         let root = tempfile::tempdir().unwrap();
         let dir = AttemptDir::new(root.path(), AttemptId(2));
-        dir.create(Meta { task: TaskId(1), resources: Resources::ZERO }).unwrap();
+        dir.create(Meta {
+            task: TaskId(1),
+            resources: Resources::ZERO,
+        })
+        .unwrap();
         let cmd: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();
         let mut child = spawn(&dir, &cmd, &[]).unwrap();
         let pid = child.id().unwrap();

@@ -4,9 +4,9 @@
 
 #![allow(dead_code)]
 
+use berth_proto::BearerToken;
 use berth_proto::v1;
 use berth_proto::v1::control_client::ControlClient;
-use berth_proto::BearerToken;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -104,7 +104,14 @@ impl Cluster {
             self.url.trim_start_matches("http://").to_string()
         };
         let child = Command::new(BERTH)
-            .args(["master", "--listen", &listen, "--http", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "master",
+                "--listen",
+                &listen,
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&mdir)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -132,7 +139,14 @@ impl Cluster {
     pub fn start_worker(&mut self, name: &str, extra: &[&str]) -> usize {
         let wdir = self.dir.path().join(format!("worker-{name}"));
         let child = Command::new(BERTH)
-            .args(["worker", "--master", &self.url, "--name", name, "--data-dir"])
+            .args([
+                "worker",
+                "--master",
+                &self.url,
+                "--name",
+                name,
+                "--data-dir",
+            ])
             .arg(&wdir)
             .args(extra)
             .env("BERTH_TOKEN", &self.token)
@@ -191,7 +205,12 @@ impl Cluster {
         let ok = wait_for_async(Duration::from_secs(20), || {
             let mut c = c.clone();
             async move {
-                let ws = c.list_workers(v1::ListWorkersRequest {}).await.ok()?.into_inner().workers;
+                let ws = c
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .workers;
                 (ws.iter().filter(|w| w.state == "ready").count() >= n).then_some(())
             }
         })
@@ -275,7 +294,10 @@ pub async fn wait_terminal(c: &mut Client, id: u64, within: Duration) -> v1::Tas
         if matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled") {
             return t;
         }
-        assert!(t0.elapsed() < within, "task {id} not done in {within:?}: {t:?}");
+        assert!(
+            t0.elapsed() < within,
+            "task {id} not done in {within:?}: {t:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -93,7 +93,10 @@ impl Control for ControlService {
         Ok(Response::new(v1::ListTasksResponse { tasks }))
     }
 
-    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn get_task(
+        &self,
+        req: Request<v1::GetTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         check_bearer(&req, &self.token)?;
         let id = TaskId(req.into_inner().task_id);
         Ok(Response::new(self.task_view(id).await?))
@@ -105,12 +108,18 @@ impl Control for ControlService {
     ) -> Result<Response<v1::CancelTaskResponse>, Status> {
         check_bearer(&req, &self.token)?;
         let task = TaskId(req.into_inner().task_id);
-        match self.engine.call(|reply| Command::Cancel { task, reply }).await? {
+        match self
+            .engine
+            .call(|reply| Command::Cancel { task, reply })
+            .await?
+        {
             Ok(_) => Ok(Response::new(v1::CancelTaskResponse {
                 task: Some(self.task_view(task).await?),
             })),
             Err(e @ CancelError::NoSuchTask(_)) => Err(Status::not_found(e.to_string())),
-            Err(e @ CancelError::AlreadyEnded(..)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ CancelError::AlreadyEnded(..)) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
         }
     }
 
@@ -168,7 +177,9 @@ impl Control for ControlService {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

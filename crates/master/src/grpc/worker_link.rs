@@ -25,7 +25,12 @@ pub struct WorkerLinkService {
 }
 
 impl WorkerLinkService {
-    pub fn new(engine: EngineHandle, logs: LogStore, token: Arc<str>, heartbeat_interval: Duration) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        logs: LogStore,
+        token: Arc<str>,
+        heartbeat_interval: Duration,
+    ) -> Self {
         WorkerLinkService {
             engine,
             logs,
@@ -59,7 +64,9 @@ impl WorkerLink for WorkerLinkService {
             .await?
             .ok_or_else(|| Status::invalid_argument("session closed before hello"))?;
         let Some(Body::Hello(h)) = first.body else {
-            return Err(Status::invalid_argument("the first message of a session must be a hello"));
+            return Err(Status::invalid_argument(
+                "the first message of a session must be a hello",
+            ));
         };
         if h.node_id.is_empty() {
             return Err(Status::invalid_argument("hello.node_id: empty"));
@@ -129,7 +136,9 @@ impl WorkerLink for WorkerLinkService {
                         // Written before any later update on this stream is
                         // forwarded, so a task's log is complete by the time
                         // its result is applied.
-                        if let Err(e) = logs.write(AttemptId(chunk.attempt_id), chunk.offset, &chunk.data) {
+                        if let Err(e) =
+                            logs.write(AttemptId(chunk.attempt_id), chunk.offset, &chunk.data)
+                        {
                             tracing::warn!(worker = %worker, attempt = chunk.attempt_id, error = %e, "log write failed");
                         }
                         continue;

@@ -34,7 +34,10 @@ impl State {
                 aid,
                 AttemptState::Lost,
                 None,
-                format!("worker {name} declared down (no heartbeat for {:.1}s)", silent as f64 / 1000.0),
+                format!(
+                    "worker {name} declared down (no heartbeat for {:.1}s)",
+                    silent as f64 / 1000.0
+                ),
                 now,
                 fx,
             );

@@ -247,14 +247,20 @@ impl State {
                 ));
             }
             if !truth.le(&w.total) {
-                return Err(format!("worker {} overcommitted: {truth:?} > {:?}", w.name, w.total));
+                return Err(format!(
+                    "worker {} overcommitted: {truth:?} > {:?}",
+                    w.name, w.total
+                ));
             }
         }
         let mut live_per_task: HashMap<TaskId, usize> = HashMap::new();
         for a in self.attempts.values().filter(|a| a.state.holds_resources()) {
             *live_per_task.entry(a.task_id).or_default() += 1;
             if self.live.get(&a.task_id) != Some(&a.id) {
-                return Err(format!("attempt {} holds resources but is not its task's live attempt", a.id));
+                return Err(format!(
+                    "attempt {} holds resources but is not its task's live attempt",
+                    a.id
+                ));
             }
         }
         if let Some((t, n)) = live_per_task.iter().find(|(_, n)| **n > 1) {
@@ -273,7 +279,10 @@ impl State {
             let has_live = self.live.contains_key(&t.id);
             let should = matches!(t.state, TaskState::Assigned | TaskState::Running);
             if has_live != should {
-                return Err(format!("task {} is {} but has_live={has_live}", t.id, t.state));
+                return Err(format!(
+                    "task {} is {} but has_live={has_live}",
+                    t.id, t.state
+                ));
             }
         }
         Ok(())

@@ -94,7 +94,10 @@ impl State {
             self.live.insert(p.task, aid);
             self.queue.remove(&p.task);
             let task = self.tasks.get_mut(&p.task).expect("queued task exists");
-            task.state = task.state.on(TaskEvent::Placed).expect("queued task can be placed");
+            task.state = task
+                .state
+                .on(TaskEvent::Placed)
+                .expect("queued task can be placed");
             let spec = task.spec.clone();
             self.write_attempt(aid, fx);
             self.write_task(p.task, fx);
@@ -129,6 +132,9 @@ impl State {
         } else {
             w.gpus.iter().map(|g| g.index).collect()
         };
-        all.into_iter().filter(|i| !held.contains(i)).take(n).collect()
+        all.into_iter()
+            .filter(|i| !held.contains(i))
+            .take(n)
+            .collect()
     }
 }

@@ -42,7 +42,12 @@ pub enum ReportError {
 
 impl State {
     /// Register (or re-register) a worker and reconcile what it holds.
-    pub fn hello(&mut self, h: WorkerHello, now: Millis, fx: &mut Effects) -> Result<(), ReportError> {
+    pub fn hello(
+        &mut self,
+        h: WorkerHello,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<(), ReportError> {
         if h.name.trim().is_empty() {
             return Err(ReportError::EmptyName);
         }
@@ -94,14 +99,24 @@ impl State {
 
     /// One attempt update from the worker's outbox. Always acknowledged,
     /// also when stale: the worker may then forget it.
-    pub fn report(&mut self, worker: &WorkerId, seq: u64, h: &HeldReport, now: Millis, fx: &mut Effects) {
+    pub fn report(
+        &mut self,
+        worker: &WorkerId,
+        seq: u64,
+        h: &HeldReport,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
         if let Some(w) = self.workers.get_mut(worker)
             && w.state == WorkerState::Ready
         {
             w.last_seen_ms = now;
         }
         if self.observe(worker, h, now, fx) {
-            self.stale.entry(worker.clone()).or_default().insert(h.attempt_id);
+            self.stale
+                .entry(worker.clone())
+                .or_default()
+                .insert(h.attempt_id);
         } else if h.state.is_terminal()
             && let Some(s) = self.stale.get_mut(worker)
         {
@@ -132,6 +147,14 @@ impl State {
             if self.observe(worker, h, now, fx) {
                 stale.insert(h.attempt_id);
             }
+            if h.state.is_terminal() {
+                // Recorded now (or long ago): the worker may forget it, even
+                // if the ack of its own update went missing.
+                fx.outbound.push(Outbound::Ack {
+                    worker: worker.clone(),
+                    seq: berth_proto::final_seq(h.attempt_id),
+                });
+            }
         }
         if stale.is_empty() {
             if self.stale.remove(worker).is_some() {
@@ -149,18 +172,20 @@ impl State {
                 // A start in flight; resend it on a new session, or when it
                 // has been in flight for too long (the worker ignores
                 // duplicates).
-                (AttemptState::Assigned, false) => {
-                    if fresh_session || now - a.created_ms > self.config.start_resend_ms {
-                        let task = &self.tasks[&a.task_id];
-                        fx.outbound.push(Outbound::Start {
-                            worker: worker.clone(),
-                            attempt: aid,
-                            task: a.task_id,
-                            spec: task.spec.clone(),
-                            gpu_ids: a.gpu_ids.clone(),
-                        });
-                    }
+                (AttemptState::Assigned, false)
+                    if fresh_session || now - a.created_ms > self.config.start_resend_ms =>
+                {
+                    let task = &self.tasks[&a.task_id];
+                    fx.outbound.push(Outbound::Start {
+                        worker: worker.clone(),
+                        attempt: aid,
+                        task: a.task_id,
+                        spec: task.spec.clone(),
+                        gpu_ids: a.gpu_ids.clone(),
+                    });
                 }
+                // Placed moments ago: its start is still on its way.
+                (AttemptState::Assigned, false) => {}
                 (_, false) => {
                     self.finish_attempt(
                         aid,
@@ -190,7 +215,13 @@ impl State {
     /// worker's) changes nothing, and a running one is told to stop.
     /// Returns true when the worker runs an attempt the master does not
     /// consider live (a stale attempt).
-    fn observe(&mut self, worker: &WorkerId, h: &HeldReport, now: Millis, fx: &mut Effects) -> bool {
+    fn observe(
+        &mut self,
+        worker: &WorkerId,
+        h: &HeldReport,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> bool {
         let live = self
             .attempts
             .get(&h.attempt_id)

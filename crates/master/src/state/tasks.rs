@@ -59,7 +59,12 @@ impl State {
     /// Cancel a task. A queued task ends at once; a placed one is asked to
     /// stop and ends (and releases its resources) when its worker confirms
     /// or is declared lost.
-    pub fn cancel(&mut self, id: TaskId, now: Millis, fx: &mut Effects) -> Result<TaskState, CancelError> {
+    pub fn cancel(
+        &mut self,
+        id: TaskId,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<TaskState, CancelError> {
         let task = self.tasks.get_mut(&id).ok_or(CancelError::NoSuchTask(id))?;
         if task.state.is_terminal() {
             return Err(CancelError::AlreadyEnded(id, task.state));
@@ -78,7 +83,10 @@ impl State {
         if let Some(&aid) = self.live.get(&id) {
             let a = self.attempts.get_mut(&aid).expect("live attempt exists");
             if a.state != AttemptState::Stopping {
-                a.state = a.state.on(AttemptState::Stopping).expect("live attempt can stop");
+                a.state = a
+                    .state
+                    .on(AttemptState::Stopping)
+                    .expect("live attempt can stop");
                 a.reason = "cancel requested".into();
                 let worker = a.worker_id.clone();
                 self.write_attempt(aid, fx);

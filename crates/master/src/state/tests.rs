@@ -40,7 +40,14 @@ fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
     }
 }
 
-fn report(s: &mut State, a: berth_core::AttemptId, st: AttemptState, code: Option<i32>, now: i64, fx: &mut Effects) {
+fn report(
+    s: &mut State,
+    a: berth_core::AttemptId,
+    st: AttemptState,
+    code: Option<i32>,
+    now: i64,
+    fx: &mut Effects,
+) {
     let w = s.attempt(a).unwrap().worker_id.clone();
     s.report(
         &w,
@@ -65,9 +72,15 @@ fn five_tasks_on_twenty_cores_four_run_one_waits() {
         .map(|_| s.submit(spec(5_000, GIB / 2), false, 0, &mut fx).unwrap())
         .collect();
     assert_eq!(s.schedule(0, &mut fx), 4);
-    assert_eq!(s.ledger().allocated(&WorkerId("tessa".into())).cpu_millis, 20_000);
+    assert_eq!(
+        s.ledger().allocated(&WorkerId("tessa".into())).cpu_millis,
+        20_000
+    );
     assert_eq!(s.task(ids[4]).unwrap().state, TaskState::Queued);
-    assert!(s.wait_reason(ids[4]).starts_with("waiting for capacity: cpu needs 5.0, 0.0 available"));
+    assert!(
+        s.wait_reason(ids[4])
+            .starts_with("waiting for capacity: cpu needs 5.0, 0.0 available")
+    );
     let first = s.live_attempt(ids[0]).unwrap().id;
     report(&mut s, first, AttemptState::Succeeded, Some(0), 1, &mut fx);
     assert_eq!(s.schedule(1, &mut fx), 1);
@@ -82,12 +95,18 @@ fn oversized_request_is_refused_and_records_nothing() {
     s.hello(hello("tessa", 20_000), 0, &mut fx).unwrap();
     let before = fx.writes.len();
     let e = s.submit(spec(64_000, GIB), false, 0, &mut fx).unwrap_err();
-    assert!(e.to_string().contains("tessa") && e.to_string().contains("20.0 CPU"), "{e}");
+    assert!(
+        e.to_string().contains("tessa") && e.to_string().contains("20.0 CPU"),
+        "{e}"
+    );
     assert_eq!(fx.writes.len(), before);
     assert_eq!(s.tasks().count(), 0);
     // ...unless the user asks to queue it anyway.
     let id = s.submit(spec(64_000, GIB), true, 0, &mut fx).unwrap();
-    assert!(s.wait_reason(id).contains("larger than every registered worker"));
+    assert!(
+        s.wait_reason(id)
+            .contains("larger than every registered worker")
+    );
 }
 
 #[test]
@@ -102,7 +121,10 @@ fn late_and_duplicate_reports_are_ignored() {
     report(&mut s, a, AttemptState::Failed, Some(3), 2, &mut fx);
     report(&mut s, a, AttemptState::Running, None, 3, &mut fx);
     let task = s.task(t).unwrap();
-    assert_eq!((task.state, task.exit_code), (TaskState::Succeeded, Some(0)));
+    assert_eq!(
+        (task.state, task.exit_code),
+        (TaskState::Succeeded, Some(0))
+    );
     assert_eq!(s.ledger().allocated(&WorkerId("w".into())), Resources::ZERO);
     s.check_invariants().unwrap();
 }
@@ -117,7 +139,8 @@ fn silent_worker_goes_down_and_its_task_is_retried_elsewhere() {
     s.hello(hello("b", 4_000), 0, &mut fx).unwrap();
     let first = s.live_attempt(t).unwrap().clone();
     // b keeps heartbeating, a goes silent.
-    s.heartbeat(&WorkerId("b".into()), &[], 6_500, &mut fx).unwrap();
+    s.heartbeat(&WorkerId("b".into()), &[], 6_500, &mut fx)
+        .unwrap();
     let down = s.tick(6_500, &mut fx);
     assert_eq!(down, vec![first.worker_id.clone()]);
     assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Lost);
@@ -136,7 +159,14 @@ fn reconcile_finds_and_fixes_a_corrupted_index_once() {
     let t = s.submit(spec(5_000, GIB / 2), false, 0, &mut fx).unwrap();
     s.schedule(0, &mut fx);
     let phantom = s.live_attempt(t).unwrap().clone();
-    report(&mut s, phantom.id, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    report(
+        &mut s,
+        phantom.id,
+        AttemptState::Succeeded,
+        Some(0),
+        1,
+        &mut fx,
+    );
     // Plant the predecessor's bug: the index still counts the finished attempt.
     s.ledger_mut().bind(&phantom);
     let dry = s.reconcile(true);

@@ -1,0 +1,179 @@
+//! The client requests both surfaces send — `berth task …`, `berth workers`,
+//! `berth queue`, `berth reconcile` and their shell spellings — already
+//! parsed and validated into a [`Request`], and how each one's answer is
+//! printed (human, `--json`, or the shell's wording).
+
+use crate::client::Client;
+use crate::{json, render};
+use berth_core::{TaskSpec, TaskState};
+use std::io::Write;
+
+/// One validated client request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Submit { spec: TaskSpec, queue_anyway: bool },
+    ListTasks { state: Option<TaskState> },
+    Queue,
+    Show { task_id: u64 },
+    Logs { task_id: u64, follow: bool },
+    Cancel { task_id: u64 },
+    Workers,
+    Reconcile { dry_run: bool },
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Scriptable subcommands, human text.
+    Plain,
+    /// Scriptable subcommands with `--json`.
+    Json,
+    /// The interactive shell: friendlier wording, `monitor` semantics for
+    /// followed logs.
+    Shell,
+}
+
+/// Send one request and print its answer to stdout.
+pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Result<()> {
+    let as_json = mode == Mode::Json;
+    match req {
+        Request::Submit { spec, queue_anyway } => {
+            let id = client.submit(spec.clone().into(), *queue_anyway).await?;
+            match mode {
+                Mode::Json => emit_json(&json::submitted(id)),
+                Mode::Plain => emit(&format!("{id}\n")),
+                Mode::Shell => {
+                    let what = match &spec.image {
+                        Some(image) => format!("docker {image}"),
+                        None => format!("process {}", render::quote_command(&spec.command)),
+                    };
+                    emit(&format!(
+                        "✓ Task {id} submitted ({what}; {})\n",
+                        render::resources_line(&spec.resources)
+                    ));
+                }
+            }
+        }
+        Request::ListTasks { state } => {
+            let filter = state.map(|s| s.as_str()).unwrap_or("");
+            let tasks = client.list_tasks(filter).await?;
+            if as_json {
+                emit_json(&json::tasks(&tasks));
+            } else {
+                emit(&render::task_table(&tasks));
+            }
+        }
+        Request::Queue => {
+            let tasks = client.list_tasks(TaskState::Queued.as_str()).await?;
+            if as_json {
+                emit_json(&json::tasks(&tasks));
+            } else {
+                emit(&render::queue(&tasks));
+            }
+        }
+        Request::Show { task_id } => {
+            let task = client.get_task(*task_id).await?;
+            if as_json {
+                emit_json(&json::task(&task));
+            } else {
+                emit(&render::task_detail(&task));
+            }
+        }
+        Request::Logs { task_id, follow } => {
+            if mode == Mode::Shell && *follow {
+                monitor(client, *task_id).await?;
+            } else {
+                copy_logs(client, *task_id, *follow).await?;
+            }
+        }
+        Request::Cancel { task_id } => {
+            let resp = client.cancel(*task_id).await?;
+            let task = resp.task.unwrap_or_default();
+            if as_json {
+                emit_json(&json::cancelled(&task));
+            } else {
+                emit(&render::cancelled(&task));
+            }
+        }
+        Request::Workers => {
+            let workers = client.workers().await?;
+            if as_json {
+                emit_json(&json::workers(&workers));
+            } else {
+                emit(&render::workers(&workers));
+            }
+        }
+        Request::Reconcile { dry_run } => {
+            if !as_json {
+                emit(&format!("{}\n", render::RECONCILE_START));
+            }
+            let resp = client.reconcile(*dry_run).await?;
+            if as_json {
+                emit_json(&json::reconcile(&resp));
+            } else {
+                emit(&render::reconcile(&resp));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stream a task's log bytes to stdout as they come. Returns whether the
+/// output ended at the start of a line (true when there was none).
+async fn copy_logs(client: &Client, task_id: u64, follow: bool) -> anyhow::Result<bool> {
+    let mut stream = client.logs(task_id, follow).await?;
+    let mut at_line_start = true;
+    while let Some(chunk) = stream.next().await? {
+        if let Some(&last) = chunk.data.last() {
+            at_line_start = last == b'\n';
+        }
+        emit_bytes(&chunk.data);
+    }
+    Ok(at_line_start)
+}
+
+/// The shell's `monitor`: follow the logs until the task ends, then say how
+/// it ended.
+async fn monitor(client: &Client, task_id: u64) -> anyhow::Result<()> {
+    let task = client.get_task(task_id).await?;
+    if task.state == TaskState::Queued.as_str() && !task.wait_reason.is_empty() {
+        emit(&format!(
+            "Task {task_id} is queued: {} (waiting; Ctrl-C to stop monitoring)\n",
+            task.wait_reason
+        ));
+    } else {
+        emit(&format!(
+            "Monitoring task {task_id} ({}); Ctrl-C to stop\n",
+            task.state
+        ));
+    }
+    let at_line_start = copy_logs(client, task_id, true).await?;
+    let task = client.get_task(task_id).await?;
+    let sep = if at_line_start { "" } else { "\n" };
+    emit(&format!(
+        "{sep}Task {task_id} {}\n",
+        render::task_outcome(&task)
+    ));
+    Ok(())
+}
+
+/// Print text to stdout. A closed pipe (`berth task list | head`) ends the
+/// process quietly, as it would for any Unix tool.
+pub fn emit(text: &str) {
+    emit_bytes(text.as_bytes());
+}
+
+fn emit_json(v: &serde_json::Value) {
+    emit(&format!("{v}\n"));
+}
+
+fn emit_bytes(data: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(data).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
