@@ -213,6 +213,13 @@ pub struct SubmitArgs {
     /// Environment variable for the task (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Placements allowed after lost attempts (worker died) [default: 3].
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub retries: Option<String>,
+    /// Time limit of one attempt, e.g. 90s, 30m, 2h; it is stopped and
+    /// recorded as timed out when it runs longer.
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// Queue even when no registered worker could ever fit the task.
     #[arg(long)]
     pub queue_anyway: bool,

@@ -6,7 +6,7 @@
 //! error names the field (and the flag the user typed for it).
 
 use berth_core::units::{GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES};
-use berth_core::units::{parse_cores, parse_gpus, parse_size};
+use berth_core::units::{parse_cores, parse_count, parse_duration_ms, parse_gpus, parse_size};
 use berth_core::validate::{InputError, validate_spec};
 use berth_core::{DriverKind, Resources, TaskSpec, TaskState};
 use std::fmt;
@@ -27,6 +27,8 @@ pub struct FlagNames {
     pub gpus: &'static str,
     pub name: &'static str,
     pub env: &'static str,
+    pub retries: &'static str,
+    pub timeout: &'static str,
 }
 
 /// `berth task submit` flags.
@@ -37,6 +39,8 @@ pub const CLI_FLAGS: FlagNames = FlagNames {
     gpus: "--gpus",
     name: "--name",
     env: "--env",
+    retries: "--retries",
+    timeout: "--timeout",
 };
 
 /// Shell `task` / `run` flags (the predecessor's names).
@@ -47,6 +51,8 @@ pub const SHELL_FLAGS: FlagNames = FlagNames {
     gpus: "-gpu_cores",
     name: "-name",
     env: "-env",
+    retries: "-retries",
+    timeout: "-timeout",
 };
 
 impl FlagNames {
@@ -58,6 +64,8 @@ impl FlagNames {
             "gpus" => self.gpus,
             "name" => self.name,
             "env" => self.env,
+            "retries" => self.retries,
+            "timeout" => self.timeout,
             _ => return None,
         })
     }
@@ -104,6 +112,8 @@ pub struct SpecInput {
     pub name: Option<String>,
     /// `KEY=VALUE` strings.
     pub env: Vec<String>,
+    pub retries: Option<String>,
+    pub timeout: Option<String>,
     pub command: Vec<String>,
 }
 
@@ -137,6 +147,16 @@ pub fn build_spec(input: &SpecInput, flags: &FlagNames) -> Result<TaskSpec, Spec
         command: input.command.clone(),
         env,
         resources,
+        retries: match &input.retries {
+            Some(r) => parse_count("retries", r).map_err(err)?,
+            None => berth_core::task::DEFAULT_RETRIES,
+        },
+        timeout_ms: input
+            .timeout
+            .as_deref()
+            .map(|t| parse_duration_ms("timeout", t))
+            .transpose()
+            .map_err(err)?,
     };
     validate_spec(&spec).map_err(err)?;
     Ok(spec)

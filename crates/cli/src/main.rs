@@ -125,6 +125,8 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
                 gpus: s.gpus,
                 name: s.name,
                 env: s.env,
+                retries: s.retries,
+                timeout: s.timeout,
                 command: s.command,
             };
             let spec = input::build_spec(&spec_input, &input::CLI_FLAGS)?;

@@ -509,6 +509,7 @@ Worker: Tessa (ready)
                 command: vec!["sh".into(), "-c".into(), "echo hi".into()],
                 env: vec![],
                 resources: res(5000, GIB / 2, 0, 0),
+                ..Default::default()
             }),
             state: state.into(),
             submitted_ms: 1_700_000_000_000,

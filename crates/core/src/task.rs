@@ -46,6 +46,14 @@ impl DriverKind {
     }
 }
 
+/// How many times a task is placed again after an attempt is lost, unless
+/// the user says otherwise.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
 /// What the user asked for. Immutable once submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -59,6 +67,32 @@ pub struct TaskSpec {
     #[serde(default)]
     pub env: Vec<(String, String)>,
     pub resources: Resources,
+    /// Placements allowed after lost attempts (a worker died or no longer
+    /// had it). A command that exits non-zero is not retried: its exit
+    /// status is the answer.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// An attempt running longer than this is stopped and recorded as
+    /// timed out.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl TaskSpec {
+    /// A process task with default name, environment, retries and no time
+    /// limit.
+    pub fn process(command: Vec<String>, resources: Resources) -> TaskSpec {
+        TaskSpec {
+            name: String::new(),
+            driver: DriverKind::Process,
+            image: None,
+            command,
+            env: Vec::new(),
+            resources,
+            retries: DEFAULT_RETRIES,
+            timeout_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

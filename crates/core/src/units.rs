@@ -108,6 +108,43 @@ pub fn parse_gpus(field: &'static str, text: &str) -> Result<u32, InputError> {
     Ok(v as u32)
 }
 
+/// Parse a duration (`500ms`, `30s`, `1.5m`, `2h`, `1d`; a bare number is
+/// seconds) into milliseconds.
+pub fn parse_duration_ms(field: &'static str, text: &str) -> Result<u64, InputError> {
+    let t = text.trim();
+    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3_600e3)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400e3)
+    } else {
+        (t, 1e3)
+    };
+    let v = parse_number(field, num).map_err(|_| {
+        InputError::new(
+            field,
+            format!("'{text}' is not a duration (e.g. 90s, 30m, 2h)"),
+        )
+    })?;
+    let ms = (v * unit_ms).round();
+    if ms > u64::MAX as f64 / 2.0 {
+        return Err(InputError::new(field, format!("'{text}' is too long")));
+    }
+    Ok(ms as u64)
+}
+
+/// Parse a whole count (e.g. retries).
+pub fn parse_count(field: &'static str, text: &str) -> Result<u32, InputError> {
+    let t = text.trim();
+    t.parse::<u32>()
+        .map_err(|_| InputError::new(field, format!("'{text}' is not a whole number ≥ 0")))
+}
+
 /// Millicores as cores with one decimal: `5000` → `"5.0"`.
 pub fn format_cores(millis: u64) -> String {
     format!("{:.1}", millis as f64 / 1000.0)
@@ -179,6 +216,19 @@ mod tests {
         assert!(parse_size("mem", "-1G", GIB, MAX_MEMORY_BYTES).is_err());
         assert!(parse_size("mem", "G", GIB, MAX_MEMORY_BYTES).is_err());
         assert!(parse_size("mem", "nanG", GIB, MAX_MEMORY_BYTES).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("timeout", "90s").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("timeout", "1.5m").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("timeout", "2").unwrap(), 2_000);
+        assert_eq!(parse_duration_ms("timeout", "250ms").unwrap(), 250);
+        assert_eq!(parse_duration_ms("timeout", "1d").unwrap(), 86_400_000);
+        assert!(parse_duration_ms("timeout", "-1s").is_err());
+        assert!(parse_duration_ms("timeout", "soon").is_err());
+        assert!(parse_count("retries", "-1").is_err());
+        assert_eq!(parse_count("retries", "5").unwrap(), 5);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
 pub const MAX_ENV_VARS: usize = 256;
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 pub const MAX_IMAGE_LEN: usize = 512;
+pub const MAX_RETRIES: u32 = 100;
+/// Longest time limit: one year.
+pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// A refused input: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +176,19 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
             ));
         }
     }
+    if spec.retries > MAX_RETRIES {
+        return Err(InputError::new(
+            "retries",
+            format!("{} exceeds the limit of {MAX_RETRIES}", spec.retries),
+        ));
+    }
+    match spec.timeout_ms {
+        Some(0) => return Err(InputError::new("timeout", "must be longer than 0s")),
+        Some(t) if t > MAX_TIMEOUT_MS => {
+            return Err(InputError::new("timeout", "exceeds the limit of 365 days"));
+        }
+        _ => {}
+    }
     validate_resources(&spec.resources)
 }
 
@@ -181,17 +197,25 @@ mod tests {
     use super::*;
 
     fn process(cmd: &[&str]) -> TaskSpec {
-        TaskSpec {
-            name: String::new(),
-            driver: DriverKind::Process,
-            image: None,
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            env: vec![],
-            resources: Resources {
+        TaskSpec::process(
+            cmd.iter().map(|s| s.to_string()).collect(),
+            Resources {
                 cpu_millis: 1000,
                 ..Resources::ZERO
             },
-        }
+        )
+    }
+
+    #[test]
+    fn retries_and_timeout_have_limits() {
+        let mut s = process(&["true"]);
+        s.retries = 101;
+        assert_eq!(validate_spec(&s).unwrap_err().field, "retries");
+        s.retries = 0;
+        s.timeout_ms = Some(0);
+        assert_eq!(validate_spec(&s).unwrap_err().field, "timeout");
+        s.timeout_ms = Some(1000);
+        assert!(validate_spec(&s).is_ok());
     }
 
     #[test]

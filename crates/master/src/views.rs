@@ -15,7 +15,7 @@ pub fn task(s: &State, t: &TaskRecord) -> v1::Task {
         .attempts_of(t.id)
         .map(|a| attempt_to_wire(a, &worker_name(s, &a.worker_id)))
         .collect();
-    task_to_wire(t, attempts, s.wait_reason(t.id))
+    task_to_wire(t, attempts, s.wait_reason_at(t.id, crate::engine::now_ms()))
 }
 
 pub fn tasks(s: &State, filter: Option<TaskState>) -> Vec<v1::Task> {

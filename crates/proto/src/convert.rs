@@ -48,6 +48,8 @@ impl From<TaskSpec> for v1::TaskSpec {
                 .map(|(key, value)| v1::EnvVar { key, value })
                 .collect(),
             resources: Some(s.resources.into()),
+            retries: Some(s.retries),
+            timeout_ms: s.timeout_ms,
         }
     }
 }
@@ -68,6 +70,8 @@ impl TryFrom<v1::TaskSpec> for TaskSpec {
             command: s.command,
             env: s.env.into_iter().map(|e| (e.key, e.value)).collect(),
             resources: resources_or_zero(s.resources),
+            retries: s.retries.unwrap_or(berth_core::task::DEFAULT_RETRIES),
+            timeout_ms: s.timeout_ms,
         })
     }
 }

@@ -22,6 +22,8 @@ pub fn sample_task(id: u64) -> TaskRecord {
                 storage_bytes: 0,
                 gpus: 1,
             },
+            retries: 2,
+            timeout_ms: Some(60_000),
         },
         state: TaskState::Queued,
         submitted_ms: 1_000 + id as i64,

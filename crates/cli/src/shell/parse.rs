@@ -34,7 +34,7 @@ pub struct CommandHelp {
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
         name: "task",
-        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-queue_anyway] [-- command args...]",
+        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-retries N] [-timeout DURATION] [-queue_anyway] [-- command args...]",
         example: "task ubuntu:latest -cpu_cores 5.0 -mem 2 -- sleep 60",
         summary: "run a container task (docker driver)",
     },
@@ -107,7 +107,8 @@ pub const COMMANDS: &[CommandHelp] = &[
 ];
 
 /// Flags `task` and `run` take, as listed in errors.
-const SPEC_FLAGS: &str = "-cpu_cores -mem -storage -gpu_cores -name -env -queue_anyway";
+const SPEC_FLAGS: &str =
+    "-cpu_cores -mem -storage -gpu_cores -name -env -retries -timeout -queue_anyway";
 
 /// Parse one line.
 pub fn parse_line(line: &str) -> Result<ShellCommand, String> {
@@ -289,6 +290,8 @@ fn spec_command(cmd: &str, args: &[String], container: bool) -> Result<Request, 
             "storage" => &mut input.storage,
             "gpu_cores" => &mut input.gpus,
             "name" => &mut input.name,
+            "retries" => &mut input.retries,
+            "timeout" => &mut input.timeout,
             "env" => {
                 let value = flag_value(word, inline, args, &mut i)?;
                 input.env.push(value);

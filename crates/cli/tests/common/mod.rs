@@ -265,6 +265,7 @@ pub fn process_spec(cpu_millis: u64, mem: u64, cmd: &[&str]) -> v1::TaskSpec {
             storage_bytes: 0,
             gpus: 0,
         }),
+        ..Default::default()
     }
 }
 

@@ -9,6 +9,9 @@ impl State {
     /// Declare down every ready worker whose last sign of life is too old.
     /// Returns the workers declared down.
     pub fn tick(&mut self, now: Millis, fx: &mut Effects) -> Vec<WorkerId> {
+        if self.backoff_wake.is_some_and(|w| w <= now) {
+            self.dirty = true;
+        }
         let limit = self.config.heartbeat_ttl_ms + self.config.down_grace_ms;
         let expired: Vec<WorkerId> = self
             .workers
@@ -19,6 +22,7 @@ impl State {
         for id in &expired {
             self.declare_down(id, now, fx);
         }
+        self.counters.workers_declared_down += expired.len() as u64;
         expired
     }
 

@@ -20,7 +20,7 @@ mod tests;
 
 pub use ledger::Ledger;
 pub use reconcile::{ReconcileReport, WorkerFix};
-pub use reports::{DEFAULT_MAX_LOST, ReportError, WorkerHello};
+pub use reports::{ReportError, WorkerHello};
 pub use tasks::{CancelError, SubmitError};
 
 use berth_core::{
@@ -106,6 +106,21 @@ pub struct State {
     next_attempt: u64,
     /// Something changed that may allow a placement.
     pub(crate) dirty: bool,
+    /// When the earliest task in retry backoff becomes eligible again.
+    pub(crate) backoff_wake: Option<Millis>,
+    pub(crate) counters: Counters,
+}
+
+/// Running totals, for audit logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub reconcile_runs: u64,
+    /// Workers whose in-memory index disagreed with the attempt records.
+    pub index_fixes: u64,
+    /// Workers whose stored records disagreed with the master's state.
+    pub record_fixes: u64,
+    pub workers_declared_down: u64,
+    pub attempts_lost: u64,
 }
 
 impl State {
@@ -127,6 +142,8 @@ impl State {
             next_task: 1,
             next_attempt: 1,
             dirty: true,
+            backoff_wake: None,
+            counters: Counters::default(),
         };
         for mut w in snap.workers {
             w.last_seen_ms = now;
@@ -153,6 +170,10 @@ impl State {
 
     pub fn new(config: StateConfig) -> State {
         State::from_snapshot(Snapshot::default(), config, 0)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     pub fn config(&self) -> &StateConfig {

@@ -3,11 +3,16 @@
 //! gap between check and commit).
 
 use super::{Effects, Outbound, State};
-use berth_core::{AttemptRecord, AttemptState, DriverKind, Millis, TaskEvent, WorkerState};
+use berth_core::{AttemptRecord, AttemptState, DriverKind, Millis, TaskEvent, TaskId, WorkerState};
 use berth_scheduler::{PendingTask, WorkerView, place, wait_reason};
 
 /// At most this many queued tasks are considered per round.
 const ROUND_LIMIT: usize = 10_000;
+/// Retry backoff after the second lost attempt: 1 s, doubling, at most 30 s.
+/// (The first retry is immediate, so a worker's death costs only the
+/// detection time.)
+const BACKOFF_BASE_MS: Millis = 1_000;
+const BACKOFF_MAX_MS: Millis = 30_000;
 
 impl State {
     /// Every registered worker as the scheduler sees it, in id order.
@@ -28,14 +33,44 @@ impl State {
             .collect()
     }
 
+    /// When a queued task may be placed: now, or later while it backs off
+    /// after lost attempts.
+    pub fn eligible_at(&self, task: TaskId) -> Millis {
+        let mut lost = 0u32;
+        let mut last_end = Millis::MIN;
+        for a in self.attempts_of(task) {
+            if a.state == AttemptState::Lost {
+                lost += 1;
+                last_end = last_end.max(a.ended_ms.unwrap_or(a.created_ms));
+            }
+        }
+        if lost < 2 {
+            return Millis::MIN;
+        }
+        let backoff = (BACKOFF_BASE_MS << (lost - 2).min(16)).min(BACKOFF_MAX_MS);
+        last_end + backoff
+    }
+
     /// Why a queued task is waiting (empty if it is not queued).
-    pub fn wait_reason(&self, task: berth_core::TaskId) -> String {
+    pub fn wait_reason_at(&self, task: TaskId, now: Millis) -> String {
         match self.tasks.get(&task) {
             Some(t) if self.queue.contains(&task) => {
+                let at = self.eligible_at(task);
+                if at > now {
+                    return format!(
+                        "retrying after lost attempts; eligible again in {:.1}s",
+                        (at - now) as f64 / 1000.0
+                    );
+                }
                 wait_reason(&self.worker_views(), &t.spec.resources, t.spec.driver)
             }
             _ => String::new(),
         }
+    }
+
+    /// Why a queued task is waiting, ignoring retry backoff.
+    pub fn wait_reason(&self, task: TaskId) -> String {
+        self.wait_reason_at(task, Millis::MAX)
     }
 
     /// Run one scheduling round if anything changed since the last one.
@@ -47,9 +82,18 @@ impl State {
         self.dirty = false;
         let worker_ids: Vec<_> = self.workers.keys().cloned().collect();
         let views = self.worker_views();
+        self.backoff_wake = None;
+        let mut wake: Option<Millis> = None;
         let pending: Vec<PendingTask> = self
             .queue
             .iter()
+            .filter(|id| {
+                let at = self.eligible_at(**id);
+                if at > now {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+                at <= now
+            })
             .take(ROUND_LIMIT)
             .map(|id| {
                 let t = &self.tasks[id];
@@ -60,6 +104,7 @@ impl State {
                 }
             })
             .collect();
+        self.backoff_wake = wake;
         let mut placed = 0;
         for p in place(&views, &pending) {
             let wid = &worker_ids[p.worker];

@@ -12,9 +12,6 @@ use berth_core::{
 use berth_proto::HeldReport;
 use std::collections::BTreeSet;
 
-/// Lost attempts allowed before a task is failed instead of retried.
-pub const DEFAULT_MAX_LOST: usize = 3;
-
 /// A worker's registration.
 #[derive(Debug, Clone)]
 pub struct WorkerHello {
@@ -272,6 +269,9 @@ impl State {
         now: Millis,
         fx: &mut Effects,
     ) {
+        if outcome == AttemptState::Lost {
+            self.counters.attempts_lost += 1;
+        }
         let a = self.attempts.get_mut(&aid).expect("attempt exists");
         a.state = a.state.on(outcome).expect("live attempt can end");
         a.ended_ms = Some(now);
@@ -287,7 +287,7 @@ impl State {
         let t = self.tasks.get_mut(&a.task_id).expect("task of attempt");
         let event = match outcome {
             AttemptState::Lost if t.cancel_requested => AttemptState::Cancelled,
-            AttemptState::Lost if lost_so_far > DEFAULT_MAX_LOST => AttemptState::Failed,
+            AttemptState::Lost if lost_so_far > t.spec.retries as usize => AttemptState::Failed,
             o => o,
         };
         t.state = t
@@ -301,7 +301,10 @@ impl State {
             t.exit_code = exit_code;
             t.reason = match (outcome, event) {
                 (AttemptState::Lost, AttemptState::Failed) => {
-                    format!("lost {lost_so_far} times; last: {reason}")
+                    format!(
+                        "lost {lost_so_far} times, more than its {} retries; last: {reason}",
+                        t.spec.retries
+                    )
                 }
                 _ => reason,
             };

@@ -2,7 +2,7 @@
 //! disk (a `MemStore` stands in for the file where records must round-trip).
 
 use super::*;
-use berth_core::{AttemptState, DriverKind, Resources, TaskSpec, WorkerId};
+use berth_core::{AttemptState, Resources, TaskId, TaskSpec, WorkerId};
 use berth_proto::HeldReport;
 use berth_store::{MemStore, Store};
 use proptest::prelude::*;
@@ -10,18 +10,14 @@ use proptest::prelude::*;
 const GIB: u64 = 1 << 30;
 
 fn spec(cpu_millis: u64, mem: u64) -> TaskSpec {
-    TaskSpec {
-        name: String::new(),
-        driver: DriverKind::Process,
-        image: None,
-        command: vec!["true".into()],
-        env: vec![],
-        resources: Resources {
+    TaskSpec::process(
+        vec!["true".into()],
+        Resources {
             cpu_millis,
             memory_bytes: mem,
             ..Resources::ZERO
         },
-    }
+    )
 }
 
 fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
@@ -148,6 +144,43 @@ fn silent_worker_goes_down_and_its_task_is_retried_elsewhere() {
     s.schedule(6_500, &mut fx);
     let second = s.live_attempt(t).unwrap();
     assert_ne!(second.worker_id, first.worker_id);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn lost_attempts_retry_with_backoff_then_fail() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let mut sp = spec(1_000, 0);
+    sp.retries = 2;
+    let t = s.submit(sp, true, 0, &mut fx).unwrap();
+    let w = WorkerId("w".into());
+    let mut now = 0;
+    let mut lose = |s: &mut State, now: i64, fx: &mut Effects| {
+        s.hello(hello("w", 4_000), now, fx).unwrap();
+        assert_eq!(s.schedule(now, fx), 1, "placed at {now}");
+        let a = s.live_attempt(TaskId(1)).unwrap().id;
+        report(s, a, AttemptState::Running, None, now, fx);
+        // The worker comes back without it: lost.
+        s.hello(hello("w", 4_000), now + 10, fx).unwrap();
+    };
+    lose(&mut s, now, &mut fx);
+    // First retry is immediate.
+    now += 10;
+    assert_eq!(s.task(t).unwrap().state, TaskState::Queued);
+    lose(&mut s, now, &mut fx);
+    now += 10;
+    // Second retry waits 1 s.
+    assert_eq!(s.schedule(now + 500, &mut fx), 0);
+    assert!(s.wait_reason_at(t, now + 500).contains("eligible again in"));
+    s.tick(now + 1_000, &mut fx);
+    lose(&mut s, now + 1_000, &mut fx);
+    // Third loss exceeds retries=2: failed, resources released.
+    let task = s.task(t).unwrap();
+    assert_eq!(task.state, TaskState::Failed);
+    assert!(task.reason.contains("lost 3 times"), "{}", task.reason);
+    assert_eq!(s.ledger().allocated(&w), Resources::ZERO);
+    assert_eq!(s.counters().attempts_lost, 3);
     s.check_invariants().unwrap();
 }
 

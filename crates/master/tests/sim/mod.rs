@@ -13,7 +13,7 @@ pub mod net;
 pub mod rng;
 pub mod worker;
 
-use berth_core::{DriverKind, Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
+use berth_core::{Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
 use berth_master::state::{Effects, Outbound, State, StateConfig, WorkerHello};
 use berth_store::{MemStore, Store};
 use net::{Faults, Msg, Net, ToMaster, ToWorker, sim_command, worker_id, worker_total};
@@ -234,7 +234,7 @@ impl World {
     fn check_nothing_left_unplaced(&self) -> Result<(), String> {
         let Some(st) = &self.state else { return Ok(()) };
         for id in st.queue() {
-            let reason = st.wait_reason(id);
+            let reason = st.wait_reason_at(id, self.now);
             if reason == "about to be placed" {
                 return Err(self.fail(format!(
                     "task {id} fits a worker but was left queued by a scheduling round"
@@ -262,19 +262,15 @@ impl World {
             } else {
                 self.rng.range(1, 3) as i32
             };
-            let spec = TaskSpec {
-                name: String::new(),
-                driver: DriverKind::Process,
-                image: None,
-                command: sim_command(run_ms, exit),
-                env: vec![],
-                resources: Resources {
+            let spec = TaskSpec::process(
+                sim_command(run_ms, exit),
+                Resources {
                     cpu_millis: self.rng.range(250, 4_000),
                     memory_bytes: self.rng.range(0, 2_048) << 20,
                     storage_bytes: 0,
                     gpus: 0,
                 },
-            };
+            );
             let mut fx = Effects::default();
             let st = self.state.as_mut().unwrap();
             if let Ok(id) = st.submit(spec, false, now, &mut fx) {
@@ -426,13 +422,14 @@ impl World {
             let Some(a) = st.live_attempt(*id) else {
                 // Still queued: only acceptable if it fits on no up worker
                 // right now (long tasks may legitimately hold the room).
-                let fits_somewhere = st.workers().any(|w| {
-                    w.state == WorkerState::Ready
-                        && t.spec
-                            .resources
-                            .fits_within(&st.ledger().allocated(&w.id), &w.total)
-                            .is_ok()
-                });
+                let fits_somewhere = st.eligible_at(*id) <= self.now
+                    && st.workers().any(|w| {
+                        w.state == WorkerState::Ready
+                            && t.spec
+                                .resources
+                                .fits_within(&st.ledger().allocated(&w.id), &w.total)
+                                .is_ok()
+                    });
                 if fits_somewhere || t.state != berth_core::TaskState::Queued {
                     let attempts: Vec<_> = st.attempts_of(*id).collect();
                     return Err(self.fail(format!(
