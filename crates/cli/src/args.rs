@@ -86,6 +86,10 @@ pub struct HeartbeatArgs {
     /// How long without a heartbeat before a worker is considered down.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub heartbeat_ttl: Duration,
+    /// How often the master audits allocations against its records (it
+    /// also does at start and on `reconcile`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +136,11 @@ pub struct WorkerArgs {
     /// Time between SIGTERM and SIGKILL when a task is stopped [default: 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: Option<Duration>,
+    /// On SIGTERM/SIGINT, take no new work and wait for running tasks to
+    /// finish before exiting (default: exit at once; tasks keep running and
+    /// are re-attached at the next start).
+    #[arg(long)]
+    pub drain_on_exit: bool,
     #[command(flatten)]
     pub resources: ResourceArgs,
 }
@@ -163,7 +172,7 @@ pub struct DevArgs {
 pub enum TaskCommand {
     /// Submit a task: with IMAGE a container (docker driver), without one a
     /// process; the command goes after `--`. Prints the task id.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks.
     List {
         /// Only tasks in this state (queued, assigned, running, succeeded,

@@ -82,6 +82,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<bool> {
             if let Some(grace) = a.stop_grace {
                 config.stop_grace = grace;
             }
+            config.drain_on_exit = a.drain_on_exit;
             overrides(&a.resources).apply(&mut config)?;
             serve::worker(rt, config)
         }
@@ -163,6 +164,7 @@ fn master_config(
     config.http = http;
     config.heartbeat_interval = hb.heartbeat_interval;
     config.heartbeat_ttl = hb.heartbeat_ttl;
+    config.reconcile_interval = hb.reconcile_interval;
     config.validate()?;
     Ok(config)
 }

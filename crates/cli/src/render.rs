@@ -477,6 +477,7 @@ Worker: Tessa (ready)
                 before: res(5000, GIB / 2, 0, 0),
                 after: res(0, 0, 0, 0),
                 tasks: 0,
+                kind: "records".into(),
             }],
             workers_checked: 1,
         };

@@ -1,10 +1,15 @@
 //! Workers as the master records them, and the worker state machine.
 //!
 //! ```text
-//!        hello               missed heartbeats / stream closed
+//!        hello               missed heartbeats (TTL + grace)
 //!  ───────────▶ Ready ◀──────────────────────────────────────▶ Down
-//!                        hello (a new session)
+//!                ▲ │               hello (a new session)        ▲
+//!   heartbeat    │ │ heartbeat says draining                    │
+//!   not draining │ ▼                                            │
+//!              Draining ─────────────────────────────────────────┘
 //! ```
+//!
+//! A draining worker takes no new work; its running attempts finish.
 
 use crate::Millis;
 use crate::ids::WorkerId;
@@ -17,6 +22,8 @@ use std::fmt;
 pub enum WorkerState {
     /// Connected and taking work.
     Ready,
+    /// Connected, finishing what it runs, taking no new work.
+    Draining,
     /// Not connected; holds no live attempts once declared down.
     Down,
 }
@@ -25,6 +32,7 @@ impl WorkerState {
     pub fn as_str(&self) -> &'static str {
         match self {
             WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
             WorkerState::Down => "down",
         }
     }
@@ -32,9 +40,17 @@ impl WorkerState {
     pub fn parse(s: &str) -> Option<WorkerState> {
         match s {
             "ready" => Some(WorkerState::Ready),
+            "draining" => Some(WorkerState::Draining),
             "down" => Some(WorkerState::Down),
             _ => None,
         }
+    }
+}
+
+impl WorkerState {
+    /// Connected (ready or draining): heartbeats are expected.
+    pub fn is_up(&self) -> bool {
+        !matches!(self, WorkerState::Down)
     }
 }
 

@@ -47,6 +47,7 @@ pub enum Command {
         worker: WorkerId,
         session: u64,
         held: Vec<HeldReport>,
+        draining: bool,
     },
     Report {
         worker: WorkerId,
@@ -59,7 +60,7 @@ pub enum Command {
     },
     Reconcile {
         dry_run: bool,
-        reply: oneshot::Sender<ReconcileReport>,
+        reply: oneshot::Sender<Result<ReconcileReport, String>>,
     },
     Query(Query),
 }
@@ -119,7 +120,11 @@ struct Engine<S: Store> {
     store: S,
     sessions: HashMap<WorkerId, Session>,
     tick_every: Duration,
+    reconcile_every: Duration,
+    next_reconcile: std::time::Instant,
 }
+
+type ReconcileReply = oneshot::Sender<Result<ReconcileReport, String>>;
 
 /// Start the engine thread. It stops when every handle is dropped, or on a
 /// store failure (after which nothing more is acknowledged).
@@ -127,6 +132,7 @@ pub fn spawn<S: Store>(
     state: State,
     store: S,
     tick_every: Duration,
+    reconcile_every: Duration,
 ) -> (
     EngineHandle,
     std::thread::JoinHandle<Result<(), berth_store::StoreError>>,
@@ -137,6 +143,9 @@ pub fn spawn<S: Store>(
         store,
         sessions: HashMap::new(),
         tick_every,
+        reconcile_every,
+        // The first reconciliation runs at start.
+        next_reconcile: std::time::Instant::now(),
     };
     let join = std::thread::Builder::new()
         .name("berth-engine".into())
@@ -169,8 +178,16 @@ impl<S: Store> Engine<S> {
         let mut fx = Effects::default();
         let mut replies: Vec<Reply> = Vec::new();
         let mut queries: Vec<Query> = Vec::new();
+        let mut reconciles: Vec<(bool, Option<ReconcileReply>)> = Vec::new();
         for cmd in batch.drain(..) {
-            self.apply(cmd, now, &mut fx, &mut replies, &mut queries);
+            match cmd {
+                Command::Reconcile { dry_run, reply } => reconciles.push((dry_run, Some(reply))),
+                cmd => self.apply(cmd, now, &mut fx, &mut replies, &mut queries),
+            }
+        }
+        if std::time::Instant::now() >= self.next_reconcile {
+            self.next_reconcile = std::time::Instant::now() + self.reconcile_every;
+            reconciles.push((false, None));
         }
         for down in self.state.tick(now, &mut fx) {
             let name = self
@@ -191,6 +208,16 @@ impl<S: Store> Engine<S> {
         }
         for r in replies {
             r();
+        }
+        // Reconciliation compares the store with the state, so it runs
+        // after the batch is committed, and commits its own fixes.
+        for (dry_run, reply) in reconciles {
+            let result = self.reconcile(dry_run, now);
+            if let Some(reply) = reply {
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            } else if let Err(e) = result {
+                tracing::error!(error = %e, "periodic reconciliation failed");
+            }
         }
         for q in queries {
             q(&self.state);
@@ -256,11 +283,16 @@ impl<S: Store> Engine<S> {
                 worker,
                 session,
                 held,
+                draining,
             } => {
                 if self.sessions.get(&worker).map(|s| s.id) != Some(session) {
                     return; // a stale session's heartbeat
                 }
-                if self.state.heartbeat(&worker, &held, now, fx).is_err() {
+                if self
+                    .state
+                    .heartbeat(&worker, &held, draining, now, fx)
+                    .is_err()
+                {
                     self.sessions.remove(&worker);
                 }
             }
@@ -272,23 +304,45 @@ impl<S: Store> Engine<S> {
                     self.sessions.remove(&worker);
                 }
             }
-            Command::Reconcile { dry_run, reply } => {
-                let report = self.state.reconcile(dry_run);
-                for f in &report.fixes {
-                    tracing::warn!(
-                        worker = %f.name,
-                        dry_run,
-                        before = ?f.before,
-                        after = ?f.after,
-                        "allocation index disagreed with the attempt records"
-                    );
-                }
-                replies.push(Box::new(move || {
-                    let _ = reply.send(report);
-                }));
-            }
+            Command::Reconcile { .. } => unreachable!("handled after the commit"),
             Command::Query(q) => queries.push(q),
         }
+    }
+
+    /// One reconciliation: audit, commit the fixes, log each for audit.
+    fn reconcile(
+        &mut self,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<ReconcileReport, berth_store::StoreError> {
+        let records = self.store.live_attempts()?;
+        let mut fx = Effects::default();
+        let report = self.state.reconcile(dry_run, &records, now, &mut fx);
+        if !fx.writes.is_empty() {
+            self.store.commit(&fx.writes)?;
+        }
+        for f in &report.fixes {
+            let large = f.before.cpu_millis.abs_diff(f.after.cpu_millis) >= 1_000
+                || f.before.memory_bytes.abs_diff(f.after.memory_bytes) >= 1 << 30
+                || f.before.gpus != f.after.gpus;
+            tracing::warn!(
+                target: "berth::audit",
+                worker = %f.name,
+                kind = f.kind.as_str(),
+                dry_run,
+                large,
+                before = ?f.before,
+                after = ?f.after,
+                tasks = f.tasks,
+                "{} allocation {}",
+                if large { "LARGE discrepancy in" } else { "discrepancy in" },
+                if dry_run { "found (dry run, nothing changed)" } else { "fixed" }
+            );
+        }
+        for msg in fx.outbound {
+            self.route(msg);
+        }
+        Ok(report)
     }
 
     fn route(&mut self, msg: Outbound) {

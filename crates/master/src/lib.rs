@@ -39,6 +39,9 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
+    /// How often the reconciler audits allocations (it also runs at start
+    /// and on demand).
+    pub reconcile_interval: Duration,
 }
 
 impl MasterConfig {
@@ -49,6 +52,7 @@ impl MasterConfig {
             data_dir,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_ttl: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(60),
         }
     }
 
@@ -130,17 +134,15 @@ pub async fn start(
         down_grace_ms: 1_000,
         start_resend_ms: (config.heartbeat_interval.as_millis() as i64 * 2).max(500),
     };
-    let mut st = state::State::from_snapshot(snapshot, state_config, engine::now_ms());
-    let report = st.reconcile(false);
+    let st = state::State::from_snapshot(snapshot, state_config, engine::now_ms());
     tracing::info!(
         tasks = st.tasks().count(),
         workers = st.workers().count(),
-        fixes = report.fixes.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state loaded"
     );
     let tick = (config.heartbeat_interval / 4).max(Duration::from_millis(50));
-    let (engine, engine_join) = engine::spawn(st, store, tick);
+    let (engine, engine_join) = engine::spawn(st, store, tick, config.reconcile_interval);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

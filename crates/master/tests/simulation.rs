@@ -36,6 +36,7 @@ fn simulated_cluster_keeps_its_invariants_under_faults() {
                 total.agent_crashes += s.agent_crashes;
                 total.machine_crashes += s.machine_crashes;
                 total.partitions += s.partitions;
+                total.audits += s.audits;
             }
             Err(e) => panic!("{e}"),
         }

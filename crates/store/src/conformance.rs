@@ -129,10 +129,31 @@ pub fn remove_worker<S: Store>(mut s: S) {
     assert_eq!(snap.workers, vec![sample_worker("b")]);
 }
 
+/// `live_attempts` returns exactly the resource-holding attempts.
+pub fn live_attempts_are_the_holding_ones<S: Store>(mut s: S) {
+    let mut writes = vec![Write::Task(sample_task(1))];
+    for (i, st) in AttemptState::ALL.iter().enumerate() {
+        let mut a = sample_attempt(i as u64 + 1, 1, "w1");
+        a.state = *st;
+        writes.push(Write::Attempt(a));
+    }
+    s.commit(&writes).unwrap();
+    let live: Vec<AttemptState> = s.live_attempts().unwrap().iter().map(|a| a.state).collect();
+    assert_eq!(
+        live,
+        vec![
+            AttemptState::Assigned,
+            AttemptState::Running,
+            AttemptState::Stopping
+        ]
+    );
+}
+
 /// Run every check, each on a fresh store from `make`.
 pub fn run_all<S: Store>(make: impl Fn() -> S) {
     empty_loads_empty(make());
     round_trip(make());
     writes_replace(make());
     remove_worker(make());
+    live_attempts_are_the_holding_ones(make());
 }

@@ -45,4 +45,8 @@ pub trait Store: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Apply a batch atomically and durably.
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+    /// The attempts recorded in a resource-holding state, in id order (what
+    /// the records say is allocated; the reconciler compares it with the
+    /// master's state).
+    fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError>;
 }

@@ -49,4 +49,13 @@ impl Store for MemStore {
         self.commits += 1;
         Ok(())
     }
+
+    fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError> {
+        Ok(self
+            .attempts
+            .values()
+            .filter(|a| a.state.holds_resources())
+            .cloned()
+            .collect())
+    }
 }

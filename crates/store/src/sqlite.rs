@@ -56,7 +56,11 @@ const MIGRATIONS: &[&str] = &[
         gpu_info TEXT NOT NULL DEFAULT '[]',
         last_seen_ms INTEGER NOT NULL
      );",
+    // 2: find resource-holding attempts without a scan.
+    "CREATE INDEX attempts_by_state ON attempts(state);",
 ];
+
+const ATTEMPT_COLUMNS: &str = "id, task_id, worker_id, state, cpu_millis, memory_bytes, storage_bytes, gpus, gpu_ids, created_ms, started_ms, ended_ms, exit_code, reason";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -258,7 +262,7 @@ impl Store for SqliteStore {
             )?,
             attempts: collect(
                 &self.conn,
-                "SELECT id, task_id, worker_id, state, cpu_millis, memory_bytes, storage_bytes, gpus, gpu_ids, created_ms, started_ms, ended_ms, exit_code, reason FROM attempts ORDER BY id",
+                &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id"),
                 row_to_attempt,
             )?,
             workers: collect(
@@ -267,6 +271,16 @@ impl Store for SqliteStore {
                 row_to_worker,
             )?,
         })
+    }
+
+    fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError> {
+        collect(
+            &self.conn,
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('assigned', 'running', 'stopping') ORDER BY id"
+            ),
+            row_to_attempt,
+        )
     }
 
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {

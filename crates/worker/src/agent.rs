@@ -50,9 +50,25 @@ enum SessionEnd {
     Lost(String),
 }
 
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The result of an attempt from what its folder says.
-fn final_report(id: AttemptId, exit: Option<i32>, stopped: bool) -> HeldReport {
-    let (state, reason) = match (exit, stopped) {
+fn final_report(dir: &AttemptDir, exit: Option<i32>) -> HeldReport {
+    let id = dir.id;
+    if dir.is_timed_out() {
+        let limit = dir.limit().map_or(0, |(_, l)| l);
+        return HeldReport {
+            attempt_id: id,
+            state: AttemptState::TimedOut,
+            exit_code: exit,
+            reason: format!("exceeded its time limit of {:.1}s", limit as f64 / 1000.0),
+        };
+    }
+    let (state, reason) = match (exit, dir.is_stopped()) {
         (e, true) => (
             AttemptState::Cancelled,
             format!(
@@ -88,6 +104,9 @@ pub struct Agent {
     out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
     exits_tx: mpsc::UnboundedSender<AttemptId>,
     stop_grace: Duration,
+    /// Shutdown was asked for with drain-on-exit: no new work, exit once
+    /// everything held has finished and been acknowledged.
+    draining: bool,
 }
 
 impl Agent {
@@ -113,9 +132,7 @@ impl Agent {
                 continue;
             };
             let phase = match (dir.exit_status(), dir.pid()) {
-                (Some(code), _) => {
-                    Phase::Finished(final_report(dir.id, Some(code), dir.is_stopped()))
-                }
+                (Some(code), _) => Phase::Finished(final_report(&dir, Some(code))),
                 (None, Some(pid)) if process::supervisor_alive(&dir) => {
                     tracing::info!(attempt = %dir.id, pid, "re-attached to running attempt");
                     Phase::Running {
@@ -123,7 +140,7 @@ impl Agent {
                         kill_at: None,
                     }
                 }
-                (None, _) => Phase::Finished(final_report(dir.id, None, dir.is_stopped())),
+                (None, _) => Phase::Finished(final_report(&dir, None)),
             };
             attempts.insert(
                 dir.id,
@@ -145,6 +162,7 @@ impl Agent {
             out: None,
             exits_tx,
             stop_grace,
+            draining: false,
         })
     }
 
@@ -281,6 +299,11 @@ impl Agent {
             let reason = format!("starting `{}`: command not found on PATH", spec.command[0]);
             return self.fail_now(dir, meta, reason);
         }
+        if let Some(limit) = spec.timeout_ms
+            && let Err(e) = dir.set_limit(epoch_ms() + limit as i64, limit)
+        {
+            return self.fail_now(dir, meta, format!("recording the time limit: {e}"));
+        }
         let mut env = spec.env.clone();
         env.push(("BERTH_TASK_ID".into(), s.task_id.to_string()));
         env.push(("BERTH_ATTEMPT_ID".into(), id.0.to_string()));
@@ -389,7 +412,7 @@ impl Agent {
             return;
         }
         let exit = l.dir.exit_status();
-        let report = final_report(id, exit, l.dir.is_stopped());
+        let report = final_report(&l.dir, exit);
         if exit.is_none() {
             // Keep the outcome across a restart of the agent.
             let _ = l.dir.set_exit_status(-1);
@@ -404,11 +427,20 @@ impl Agent {
     /// stops past their grace, ship new log bytes.
     fn poll(&mut self) {
         let now = Instant::now();
+        let wall = epoch_ms();
+        let grace = self.stop_grace;
         let mut ended = Vec::new();
         for (id, l) in &mut self.attempts {
             if let Phase::Running { pgid, kill_at } = &mut l.phase {
                 if l.dir.exit_status().is_some() || !process::supervisor_alive(&l.dir) {
                     ended.push(*id);
+                } else if kill_at.is_none()
+                    && l.dir.limit().is_some_and(|(deadline, _)| wall >= deadline)
+                {
+                    tracing::info!(attempt = %id, "time limit reached; stopping attempt");
+                    let _ = l.dir.mark_timed_out();
+                    process::signal_group(*pgid, libc::SIGTERM);
+                    *kill_at = Some(now + grace);
                 } else if kill_at.is_some_and(|t| now >= t) {
                     tracing::warn!(attempt = %id, "grace period over; sending SIGKILL");
                     process::signal_group(*pgid, libc::SIGKILL);
@@ -428,6 +460,34 @@ impl Agent {
         for id in running {
             self.ship_logs(id, false);
         }
+    }
+
+    fn heartbeat(&self) {
+        self.send(Out::Heartbeat(v1::Heartbeat {
+            held: self.held(),
+            draining: self.draining,
+        }));
+    }
+
+    /// Shutdown was asked for. Returns true to exit now; false to drain
+    /// first (with `drain_on_exit`).
+    fn begin_shutdown(&mut self) -> bool {
+        if !self.cfg.drain_on_exit || self.attempts.is_empty() {
+            let running = self.attempts.len();
+            if running > 0 {
+                tracing::info!(
+                    running,
+                    "agent stopping; its tasks keep running and are re-attached at the next start"
+                );
+            }
+            return true;
+        }
+        tracing::info!(
+            held = self.attempts.len(),
+            "draining: no new work; exiting once every attempt has finished"
+        );
+        self.draining = true;
+        false
     }
 
     /// One session with the master, until it breaks or we are told to stop.
@@ -463,6 +523,7 @@ impl Agent {
                 drivers: self.det.drivers.clone(),
                 gpus: self.det.gpus.iter().cloned().map(Into::into).collect(),
                 held: self.held(),
+                draining: self.draining,
             })),
         });
         let mut inbound = match client
@@ -523,7 +584,12 @@ impl Agent {
         let mut next_hb = Instant::now() + hb;
         let end = loop {
             tokio::select! {
-                _ = shutdown.as_mut() => break SessionEnd::Shutdown,
+                _ = shutdown.as_mut(), if !self.draining => {
+                    if self.begin_shutdown() {
+                        break SessionEnd::Shutdown;
+                    }
+                    self.heartbeat();
+                }
                 m = inbound.message() => match m {
                     Ok(Some(v1::MasterMessage { body: Some(body) })) => match body {
                         In::Start(s) => self.on_start(s),
@@ -538,8 +604,12 @@ impl Agent {
                 Some(id) = exits.recv() => self.on_exit(id),
                 _ = tick.tick() => {
                     self.poll();
+                    if self.draining && self.attempts.is_empty() {
+                        tracing::info!("drained: every attempt finished and acknowledged");
+                        break SessionEnd::Shutdown;
+                    }
                     if Instant::now() >= next_hb {
-                        self.send(Out::Heartbeat(v1::Heartbeat { held: self.held() }));
+                        self.heartbeat();
                         next_hb = Instant::now() + hb;
                     }
                 }
@@ -562,10 +632,19 @@ impl Agent {
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
-                _ = shutdown.as_mut() => return true,
+                _ = shutdown.as_mut(), if !self.draining => {
+                    if self.begin_shutdown() {
+                        return true;
+                    }
+                }
                 _ = &mut until => return false,
                 Some(id) = exits.recv() => self.on_exit(id),
-                _ = tick.tick() => self.poll(),
+                _ = tick.tick() => {
+                    self.poll();
+                    if self.draining && self.attempts.is_empty() {
+                        return true;
+                    }
+                }
             }
         }
     }

@@ -8,6 +8,8 @@
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
 //! | `exit`    | supervisor  | the exit status, written atomically at the end |
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
+//! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
+//! | `timed_out` | agent     | stopped for running past its limit             |
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
@@ -176,6 +178,28 @@ impl AttemptDir {
     /// Record a final status ourselves (the supervisor could not).
     pub fn set_exit_status(&self, code: i32) -> io::Result<()> {
         write_atomic(&self.path.join("exit"), &format!("{code}\n"))
+    }
+
+    /// Record the time limit: the deadline (epoch ms) and the limit itself.
+    pub fn set_limit(&self, deadline_ms: i64, limit_ms: u64) -> io::Result<()> {
+        write_atomic(
+            &self.path.join("limit"),
+            &format!("{deadline_ms} {limit_ms}\n"),
+        )
+    }
+
+    pub fn limit(&self) -> Option<(i64, u64)> {
+        let text = fs::read_to_string(self.path.join("limit")).ok()?;
+        let mut it = text.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    pub fn mark_timed_out(&self) -> io::Result<()> {
+        fs::write(self.path.join("timed_out"), b"")
+    }
+
+    pub fn is_timed_out(&self) -> bool {
+        self.path.join("timed_out").exists()
     }
 
     pub fn mark_stopped(&self) -> io::Result<()> {

@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     pub gpus: Option<u32>,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
     pub stop_grace: Duration,
+    /// On shutdown, take no new work and wait for running attempts to
+    /// finish (and be acknowledged) before exiting. Without it the agent
+    /// exits at once and its tasks keep running, to be re-attached.
+    pub drain_on_exit: bool,
 }
 
 impl WorkerConfig {
@@ -49,6 +53,7 @@ impl WorkerConfig {
             storage_bytes: None,
             gpus: None,
             stop_grace: Duration::from_secs(10),
+            drain_on_exit: false,
         }
     }
 }

@@ -141,7 +141,8 @@ impl Control for ControlService {
         let report = self
             .engine
             .call(|reply| Command::Reconcile { dry_run, reply })
-            .await?;
+            .await?
+            .map_err(|e| Status::internal(format!("reconciling: {e}")))?;
         Ok(Response::new(v1::ReconcileResponse {
             dry_run: report.dry_run,
             workers_checked: report.workers_checked as u32,
@@ -154,6 +155,7 @@ impl Control for ControlService {
                     before: Some(f.before.into()),
                     after: Some(f.after.into()),
                     tasks: f.tasks as u32,
+                    kind: f.kind.as_str().to_string(),
                 })
                 .collect(),
         }))

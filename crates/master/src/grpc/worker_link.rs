@@ -79,6 +79,7 @@ impl WorkerLink for WorkerLinkService {
             drivers: h.drivers,
             gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
             held: held(h.held)?,
+            draining: h.draining,
         };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -112,6 +113,7 @@ impl WorkerLink for WorkerLinkService {
                             worker: worker.clone(),
                             session,
                             held,
+                            draining: hb.draining,
                         },
                         Err(e) => {
                             tracing::warn!(worker = %worker, error = %e, "bad heartbeat");

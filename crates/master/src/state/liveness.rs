@@ -16,7 +16,7 @@ impl State {
         let expired: Vec<WorkerId> = self
             .workers
             .values()
-            .filter(|w| w.state == WorkerState::Ready && now - w.last_seen_ms > limit)
+            .filter(|w| w.state.is_up() && now - w.last_seen_ms > limit)
             .map(|w| w.id.clone())
             .collect();
         for id in &expired {

@@ -19,7 +19,7 @@ mod tasks;
 mod tests;
 
 pub use ledger::Ledger;
-pub use reconcile::{ReconcileReport, WorkerFix};
+pub use reconcile::{FixKind, ReconcileReport, WorkerFix};
 pub use reports::{ReportError, WorkerHello};
 pub use tasks::{CancelError, SubmitError};
 

@@ -21,6 +21,7 @@ pub struct WorkerHello {
     pub drivers: Vec<String>,
     pub gpus: Vec<GpuInfo>,
     pub held: Vec<HeldReport>,
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +52,7 @@ impl State {
         if let Some(other) = self
             .workers
             .values()
-            .find(|w| w.name == h.name && w.id != h.id && w.state == WorkerState::Ready)
+            .find(|w| w.name == h.name && w.id != h.id && w.state.is_up())
         {
             return Err(ReportError::NameInUse(h.name, other.id.clone()));
         }
@@ -66,7 +67,11 @@ impl State {
             total: h.total,
             drivers: h.drivers,
             gpus: h.gpus,
-            state: WorkerState::Ready,
+            state: if h.draining {
+                WorkerState::Draining
+            } else {
+                WorkerState::Ready
+            },
             last_seen_ms: now,
         };
         self.workers.insert(h.id.clone(), record);
@@ -81,15 +86,26 @@ impl State {
         &mut self,
         worker: &WorkerId,
         held: &[HeldReport],
+        draining: bool,
         now: Millis,
         fx: &mut Effects,
     ) -> Result<(), ReportError> {
         let w = self
             .workers
             .get_mut(worker)
-            .filter(|w| w.state == WorkerState::Ready)
+            .filter(|w| w.state.is_up())
             .ok_or_else(|| ReportError::NotRegistered(worker.clone()))?;
         w.last_seen_ms = now;
+        let state = if draining {
+            WorkerState::Draining
+        } else {
+            WorkerState::Ready
+        };
+        if w.state != state {
+            w.state = state;
+            self.dirty = true;
+            self.write_worker(worker, fx);
+        }
         self.reality_check(worker, held, false, now, fx);
         Ok(())
     }
@@ -105,7 +121,7 @@ impl State {
         fx: &mut Effects,
     ) {
         if let Some(w) = self.workers.get_mut(worker)
-            && w.state == WorkerState::Ready
+            && w.state.is_up()
         {
             w.last_seen_ms = now;
         }

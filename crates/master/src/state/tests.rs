@@ -33,6 +33,7 @@ fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
         drivers: vec!["process".into()],
         gpus: vec![],
         held: vec![],
+        draining: false,
     }
 }
 
@@ -135,7 +136,7 @@ fn silent_worker_goes_down_and_its_task_is_retried_elsewhere() {
     s.hello(hello("b", 4_000), 0, &mut fx).unwrap();
     let first = s.live_attempt(t).unwrap().clone();
     // b keeps heartbeating, a goes silent.
-    s.heartbeat(&WorkerId("b".into()), &[], 6_500, &mut fx)
+    s.heartbeat(&WorkerId("b".into()), &[], false, 6_500, &mut fx)
         .unwrap();
     let down = s.tick(6_500, &mut fx);
     assert_eq!(down, vec![first.worker_id.clone()]);
@@ -156,7 +157,7 @@ fn lost_attempts_retry_with_backoff_then_fail() {
     let t = s.submit(sp, true, 0, &mut fx).unwrap();
     let w = WorkerId("w".into());
     let mut now = 0;
-    let mut lose = |s: &mut State, now: i64, fx: &mut Effects| {
+    let lose = |s: &mut State, now: i64, fx: &mut Effects| {
         s.hello(hello("w", 4_000), now, fx).unwrap();
         assert_eq!(s.schedule(now, fx), 1, "placed at {now}");
         let a = s.live_attempt(TaskId(1)).unwrap().id;
@@ -202,14 +203,58 @@ fn reconcile_finds_and_fixes_a_corrupted_index_once() {
     );
     // Plant the predecessor's bug: the index still counts the finished attempt.
     s.ledger_mut().bind(&phantom);
-    let dry = s.reconcile(true);
+    let dry = s.reconcile(true, &[], 2, &mut fx);
     assert_eq!(dry.fixes.len(), 1);
     assert_eq!(dry.fixes[0].before.cpu_millis, 5_000);
     assert_eq!(dry.fixes[0].after.cpu_millis, 0);
     assert!(s.check_invariants().is_err(), "dry run must change nothing");
-    assert_eq!(s.reconcile(false).fixes.len(), 1);
-    assert!(s.reconcile(false).fixes.is_empty());
+    assert_eq!(s.reconcile(false, &[], 2, &mut fx).fixes.len(), 1);
+    assert!(s.reconcile(false, &[], 2, &mut fx).fixes.is_empty());
     s.check_invariants().unwrap();
+}
+
+#[test]
+fn reconcile_rewrites_a_hand_edited_record_and_then_finds_nothing() {
+    let mut s = State::new(StateConfig::default());
+    let mut store = MemStore::new();
+    let mut fx = Effects::default();
+    s.hello(hello("tessa", 20_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(5_000, GIB / 2), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().id;
+    report(&mut s, a, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    store.commit(&fx.writes).unwrap();
+    // An operator marks the finished attempt running again in the file.
+    let mut edited = s.attempt(a).unwrap().clone();
+    edited.state = AttemptState::Running;
+    edited.ended_ms = None;
+    store
+        .commit(&[berth_store::Write::Attempt(edited)])
+        .unwrap();
+
+    let mut fx = Effects::default();
+    let dry = s.reconcile(true, &store.live_attempts().unwrap(), 5, &mut fx);
+    assert_eq!(dry.fixes.len(), 1);
+    let f = &dry.fixes[0];
+    assert_eq!(
+        (f.kind, f.before.cpu_millis, f.after.cpu_millis, f.tasks),
+        (FixKind::Records, 5_000, 0, 0)
+    );
+    assert!(fx.writes.is_empty(), "a dry run writes nothing");
+    assert_eq!(store.live_attempts().unwrap().len(), 1);
+
+    let fixed = s.reconcile(false, &store.live_attempts().unwrap(), 5, &mut fx);
+    assert_eq!(fixed.fixes.len(), 1);
+    store.commit(&fx.writes).unwrap();
+    assert!(store.live_attempts().unwrap().is_empty());
+    let mut fx = Effects::default();
+    assert!(
+        s.reconcile(false, &store.live_attempts().unwrap(), 6, &mut fx)
+            .fixes
+            .is_empty()
+    );
+    assert_eq!(s.counters().record_fixes, 1);
+    assert_eq!(s.counters().reconcile_runs, 3);
 }
 
 #[derive(Debug, Clone)]
@@ -297,11 +342,15 @@ proptest! {
                         .filter(|a| s.attempt(*a).unwrap().state != AttemptState::Assigned)
                         .map(|a| HeldReport { attempt_id: a, state: AttemptState::Running, exit_code: None, reason: String::new() })
                         .collect();
-                    let _ = s.heartbeat(&w0, &held, now, &mut fx);
+                    let _ = s.heartbeat(&w0, &held, false, now, &mut fx);
                     s.tick(now, &mut fx);
                 }
                 Op::Reconcile => {
-                    prop_assert!(s.reconcile(false).fixes.is_empty());
+                    store.commit(&fx.writes).unwrap();
+                    fx.writes.clear();
+                    let records = store.live_attempts().unwrap();
+                    let r = s.reconcile(false, &records, now, &mut fx);
+                    prop_assert!(r.fixes.is_empty(), "{:?}", r);
                 }
             }
             store.commit(&fx.writes).unwrap();

@@ -36,6 +36,7 @@ pub struct Stats {
     pub agent_crashes: u32,
     pub machine_crashes: u32,
     pub partitions: u32,
+    pub audits: u64,
 }
 
 pub struct World {
@@ -164,6 +165,7 @@ impl World {
                     drivers: vec!["process".into()],
                     gpus: vec![],
                     held,
+                    draining: false,
                 };
                 match st.hello(h, now, &mut fx) {
                     Ok(()) => {
@@ -184,7 +186,7 @@ impl World {
                 if self.sessions.get(&worker) != Some(&session) {
                     first.push(Msg::ToWorker(worker, session, ToWorker::Closed));
                 } else if st
-                    .heartbeat(&worker_id(worker), &held, now, &mut fx)
+                    .heartbeat(&worker_id(worker), &held, false, now, &mut fx)
                     .is_err()
                 {
                     self.sessions.remove(&worker);
@@ -226,6 +228,19 @@ impl World {
             }
         }
         self.commit_and_route(fx);
+        // The periodic audit: the records must equal the state, always.
+        if now % 5_000 < TICK_MS {
+            let records = self.store.live_attempts().expect("records");
+            let mut fx = Effects::default();
+            let report = self
+                .state
+                .as_mut()
+                .unwrap()
+                .reconcile(false, &records, now, &mut fx);
+            if !report.fixes.is_empty() {
+                return Err(self.fail(format!("reconcile found drift: {report:?}")));
+            }
+        }
         self.check_nothing_left_unplaced()
     }
 
@@ -424,7 +439,7 @@ impl World {
                 // right now (long tasks may legitimately hold the room).
                 let fits_somewhere = st.eligible_at(*id) <= self.now
                     && st.workers().any(|w| {
-                        w.state == WorkerState::Ready
+                        w.state.is_up()
                             && t.spec
                                 .resources
                                 .fits_within(&st.ledger().allocated(&w.id), &w.total)
@@ -440,7 +455,7 @@ impl World {
                 }
                 continue;
             };
-            if st.worker(&a.worker_id).map(|w| w.state) != Some(WorkerState::Ready) {
+            if !st.worker(&a.worker_id).is_some_and(|w| w.state.is_up()) {
                 return Err(self.fail(format!("task {id} is live on a worker that is not up")));
             }
         }
@@ -498,6 +513,7 @@ impl World {
         // Judge the end state right after a scheduling round.
         self.master_tick()?;
         self.check_settled()?;
+        self.stats.audits = self.state.as_ref().unwrap().counters().reconcile_runs;
         self.stats.messages = self.net.sent;
         self.stats.dropped = self.net.dropped;
         Ok(self.stats)
