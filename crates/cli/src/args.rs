@@ -19,26 +19,21 @@ pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
     after_help = "Start a cluster with `berth master` and `berth worker`, or both at once with `berth dev`."
 )]
 pub struct Cli {
-    /// The master's gRPC URL.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_MASTER",
-        default_value = DEFAULT_MASTER,
-        value_name = "URL"
-    )]
-    pub master: String,
+    /// The master's gRPC URL [env: BERTH_MASTER] [default:
+    /// http://127.0.0.1:7700].
+    #[arg(long, global = true, value_name = "URL")]
+    pub master: Option<String>,
 
     /// The cluster token (printed by the master at first start, kept in its
-    /// DATA_DIR/token).
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    /// DATA_DIR/token) [env: BERTH_TOKEN].
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// A TOML config file ([master], [worker], [dev], [client]; see
+    /// docs/CONFIGURATION.md) [env: BERTH_CONFIG]. Flags beat BERTH_*
+    /// variables, which beat the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Print JSON instead of text (task submit/list/show/cancel, workers,
     /// queue, reconcile).
@@ -76,35 +71,126 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The cluster at a glance: workers (active, draining, down), running
+    /// and queued tasks, resources allocated.
+    Status,
+    /// One worker: totals, allocated, available, its running attempts and
+    /// its last heartbeat.
+    Stats {
+        /// The worker's name or id.
+        #[arg(value_name = "WORKER")]
+        worker: String,
+    },
+    /// A table of every worker: id, state, allocated/total per resource,
+    /// running attempts, last seen.
+    InternalState,
+    /// Submit a task that only WORKER may run: `berth dispatch WORKER
+    /// [IMAGE] [submit flags] [-- COMMAND]` (the same as `task submit
+    /// --worker WORKER`). It waits for capacity there, and is refused if
+    /// that worker could never fit it.
+    Dispatch(Box<DispatchArgs>),
+    /// Stop placing new tasks on a worker; the ones it runs finish. The
+    /// drain is kept in the records (`workers` shows it).
+    Drain {
+        /// The worker's name.
+        #[arg(value_name = "WORKER")]
+        worker: String,
+    },
+    /// Remove a drained (or down) worker that runs nothing from the
+    /// records. Stop its agent first: a running agent joins again at once
+    /// as a new, undrained worker, unless the master was started with
+    /// --require-registration (unregistering also takes the name off the
+    /// registered list).
+    Unregister {
+        /// The worker's name.
+        #[arg(value_name = "WORKER")]
+        worker: String,
+    },
+    /// Allow a worker name to join a master started with
+    /// --require-registration.
+    Register {
+        /// The worker's name, as its agent gives it with `--name`.
+        #[arg(value_name = "WORKER")]
+        worker: String,
+    },
+    /// Measure the scheduler and the whole path: prints one JSON line of
+    /// figures (scenario, workers, tasks, placements_per_s, tasks_per_s,
+    /// p50_ms, p99_ms, seconds, bytes_per_task, where they apply).
+    #[command(after_help = "Scenarios:
+  place    the master's state loop and the SQLite store on disk placing tasks on simulated
+           workers (default 10000 workers, 200000 tasks): placements/s, submit→placed p50/p99
+  e2e      a master and one real worker process over gRPC running `true` (default 10000
+           tasks): tasks/s, submit→running and submit→done p50/p99
+  recover  master start on a store of task records (default 1000000): time to serve
+  memory   master resident memory per task record held
+  scale    `place` at 100, 1000 and 10000 workers
+
+Timings mean something only from a release build: `cargo build --release`, then
+`target/release/berth bench place`. A debug build runs the same code many times slower.")]
+    Bench(BenchArgs),
+    /// Print a shell completion script (e.g. `berth completions bash >
+    /// /etc/bash_completion.d/berth`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
+/// Heartbeat and audit timing. Flags left out fall back to BERTH_* and
+/// the config file (`config`).
 #[derive(Debug, Args)]
 pub struct HeartbeatArgs {
-    /// How often workers send heartbeats (e.g. 1s, 500ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
-    pub heartbeat_interval: Duration,
-    /// How long without a heartbeat before a worker is considered down.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
-    pub heartbeat_ttl: Duration,
+    /// How often workers send heartbeats (e.g. 1s, 500ms) [default: 1s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// How long without a heartbeat before a worker is considered down
+    /// [default: 5s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat_ttl: Option<Duration>,
     /// How often the master audits allocations against its records (it
-    /// also does at start and on `reconcile`).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub reconcile_interval: Duration,
+    /// also does at start and on `reconcile`) [default: 60s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_interval: Option<Duration>,
+}
+
+/// How the master places tasks. Flags left out fall back to BERTH_* and
+/// the config file (`config`).
+#[derive(Debug, Args)]
+pub struct SchedulingArgs {
+    /// Where tasks go when they do not choose: `binpack` (the fitting
+    /// worker with the least free CPU) or `spread` (the most) [default:
+    /// binpack].
+    #[arg(long, value_parser = parse_strategy, value_name = "STRATEGY")]
+    pub strategy: Option<berth_core::Strategy>,
+    /// How long the first task that fits nowhere waits before a worker is
+    /// kept free for it [default: 60s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub starvation_wait: Option<Duration>,
+    /// Only worker names allowed with `berth register NAME` may join.
+    #[arg(long)]
+    pub require_registration: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct MasterArgs {
-    /// gRPC listen address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7700", value_parser = parse_addr, value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// HTTP listen address, or `off`.
-    #[arg(long, default_value = "127.0.0.1:7701", value_parser = parse_http, value_name = "ADDR")]
-    pub http: HttpAddr,
-    /// Database, token, logs.
-    #[arg(long, default_value = "./berth-data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// gRPC listen address (port 0 picks a free port) [default:
+    /// 127.0.0.1:7700].
+    #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address, or `off` [default: 127.0.0.1:7701].
+    #[arg(long, value_parser = parse_http, value_name = "ADDR")]
+    pub http: Option<HttpAddr>,
+    /// Database, token, logs [default: ./berth-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    pub scheduling: SchedulingArgs,
+    /// Print the effective configuration (flags, BERTH_*, config file and
+    /// defaults merged) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Worker sizes that replace detection. Sizes take K/M/G/T suffixes; a
@@ -130,42 +216,70 @@ pub struct WorkerArgs {
     /// This worker's name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Node id, attempt state and logs.
-    #[arg(long, default_value = "./berth-worker", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Node id, attempt state and logs [default: ./berth-worker].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Time between SIGTERM and SIGKILL when a task is stopped [default: 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: Option<Duration>,
+    /// Most bytes of output files one attempt may send to the master
+    /// (e.g. 500M, 2G; bare number = GB); a larger output fails the
+    /// attempt [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<String>,
     /// On SIGTERM/SIGINT, take no new work and wait for running tasks to
     /// finish before exiting (default: exit at once; tasks keep running and
     /// are re-attached at the next start).
     #[arg(long)]
     pub drain_on_exit: bool,
+    /// A `key=value` label tasks can require with `--constraint`
+    /// (repeatable, e.g. --label gpu=a100 --label zone=b).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub resources: ResourceArgs,
+    /// Print the effective configuration (flags, BERTH_*, config file and
+    /// defaults merged) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Master data; the worker's is DATA_DIR/worker.
-    #[arg(long, default_value = ".berth-dev", value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// gRPC listen address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7700", value_parser = parse_addr, value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// HTTP listen address, or `off`.
-    #[arg(long, default_value = "127.0.0.1:7701", value_parser = parse_http, value_name = "ADDR")]
-    pub http: HttpAddr,
+    /// Master data; the worker's is DATA_DIR/worker [default: .berth-dev].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (port 0 picks a free port) [default:
+    /// 127.0.0.1:7700].
+    #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address, or `off` [default: 127.0.0.1:7701].
+    #[arg(long, value_parser = parse_http, value_name = "ADDR")]
+    pub http: Option<HttpAddr>,
     /// The local worker's name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// A `key=value` label of the local worker (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    pub scheduling: SchedulingArgs,
     /// Time between SIGTERM and SIGKILL when a task is stopped [default: 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub stop_grace: Option<Duration>,
+    /// Most bytes of output files one attempt may send to the master
+    /// (e.g. 500M, 2G; bare number = GB); a larger output fails the
+    /// attempt [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<String>,
     #[command(flatten)]
     pub resources: ResourceArgs,
+    /// Print the effective configuration (flags, BERTH_*, config file and
+    /// defaults merged) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +312,20 @@ pub enum TaskCommand {
         #[arg(value_parser = task_id, value_name = "ID")]
         id: u64,
     },
+    /// A task's output files (PATH and SIZE in bytes); without ID, every
+    /// task that has any.
+    Files {
+        #[arg(value_parser = task_id, value_name = "ID")]
+        id: Option<u64>,
+    },
+    /// Write every output file of a task under DIR (default ./task-ID),
+    /// keeping their relative paths.
+    Download {
+        #[arg(value_parser = task_id, value_name = "ID")]
+        id: u64,
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -229,12 +357,58 @@ pub struct SubmitArgs {
     /// recorded as timed out when it runs longer.
     #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Higher runs first; tasks of one priority run in submission order
+    /// (-1000 to 1000) [default: 0].
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub priority: Option<String>,
+    /// Run only on a worker with this label (`berth worker --label`);
+    /// repeatable, all must match.
+    #[arg(long = "constraint", value_name = "KEY=VALUE")]
+    pub constraints: Vec<String>,
+    /// `binpack` or `spread`, instead of the master's --strategy.
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
+    /// Only this worker may run the task (as `berth dispatch`).
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
     /// Queue even when no registered worker could ever fit the task.
     #[arg(long)]
     pub queue_anyway: bool,
+    /// Wait for the task to end, showing its state changes, and exit with
+    /// its exit code (0 succeeded; the task's own code when it failed with
+    /// one; 124 timed out; 130 cancelled; 1 failed without a code).
+    #[arg(long)]
+    pub wait: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `berth dispatch WORKER [IMAGE] [flags] [-- COMMAND]`.
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    /// The worker that must run the task (its name).
+    #[arg(value_name = "WORKER")]
+    pub target: String,
+    #[command(flatten)]
+    pub submit: SubmitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_name = "SCENARIO", value_parser = clap::builder::PossibleValuesParser::new(berth_bench::SCENARIOS))]
+    pub scenario: String,
+    /// Simulated workers (`place`: default 10000).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Tasks (default: the scenario's documented size).
+    #[arg(long, value_name = "N")]
+    pub tasks: Option<usize>,
+    /// Where to put the scratch data (default: the system's temporary
+    /// folder); it is removed afterwards.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// An HTTP listen address, or none (`off`).
@@ -261,6 +435,12 @@ fn parse_http(s: &str) -> Result<HttpAddr, String> {
         "off" | "none" | "" => Ok(HttpAddr(None)),
         _ => parse_addr(s).map(|a| HttpAddr(Some(a))),
     }
+}
+
+/// `binpack` or `spread`.
+pub fn parse_strategy(s: &str) -> Result<berth_core::Strategy, String> {
+    berth_core::Strategy::parse(s.trim())
+        .ok_or_else(|| format!("'{s}' is not a strategy; use binpack or spread"))
 }
 
 /// `500ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds. Must be
@@ -360,10 +540,94 @@ mod tests {
             "t",
         ]);
         assert!(cli.json);
-        assert_eq!(cli.master, "http://m:1");
+        assert_eq!(cli.master.as_deref(), Some("http://m:1"));
         assert_eq!(cli.token.as_deref(), Some("t"));
         let cli = parse(&["fix-resources", "--dry-run"]);
         assert!(matches!(cli.command, Command::Reconcile { dry_run: true }));
+    }
+
+    #[test]
+    fn dispatch_takes_the_worker_then_submit_flags() {
+        let cli = parse(&[
+            "dispatch",
+            "Tessa",
+            "ubuntu:latest",
+            "--priority",
+            "-2",
+            "--constraint",
+            "gpu=a100",
+            "--constraint",
+            "zone=b",
+            "--strategy",
+            "spread",
+            "--",
+            "sleep",
+            "1",
+        ]);
+        let Command::Dispatch(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.target, "Tessa");
+        assert_eq!(d.submit.image.as_deref(), Some("ubuntu:latest"));
+        assert_eq!(d.submit.priority.as_deref(), Some("-2"));
+        assert_eq!(d.submit.constraints, ["gpu=a100", "zone=b"]);
+        assert_eq!(d.submit.strategy.as_deref(), Some("spread"));
+        assert_eq!(d.submit.command, ["sleep", "1"]);
+        let cli = parse(&["dispatch", "Tessa", "--", "true"]);
+        let Command::Dispatch(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.submit.image, None);
+        assert_eq!(d.submit.command, ["true"]);
+        let cli = parse(&["task", "submit", "--worker", "Uma", "--", "true"]);
+        let Command::Task(TaskCommand::Submit(s)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.worker.as_deref(), Some("Uma"));
+    }
+
+    #[test]
+    fn operator_and_bench_commands() {
+        assert!(
+            matches!(parse(&["drain", "Tessa"]).command, Command::Drain { worker } if worker == "Tessa")
+        );
+        assert!(matches!(
+            parse(&["unregister", "Tessa"]).command,
+            Command::Unregister { .. }
+        ));
+        assert!(matches!(
+            parse(&["register", "Tessa"]).command,
+            Command::Register { .. }
+        ));
+        let cli = parse(&["bench", "place", "--workers", "50", "--tasks", "2000"]);
+        let Command::Bench(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (b.scenario.as_str(), b.workers, b.tasks),
+            ("place", Some(50), Some(2000))
+        );
+        let e = Cli::try_parse_from(["berth", "bench", "fastest"])
+            .unwrap_err()
+            .to_string();
+        for s in berth_bench::SCENARIOS {
+            assert!(e.contains(s), "{e}");
+        }
+        let cli = parse(&[
+            "master",
+            "--strategy",
+            "spread",
+            "--starvation-wait",
+            "2s",
+            "--require-registration",
+        ]);
+        let Command::Master(m) = cli.command else {
+            panic!()
+        };
+        assert_eq!(m.scheduling.strategy, Some(berth_core::Strategy::Spread));
+        assert_eq!(m.scheduling.starvation_wait, Some(Duration::from_secs(2)));
+        assert!(m.scheduling.require_registration);
+        assert!(Cli::try_parse_from(["berth", "master", "--strategy", "random"]).is_err());
     }
 
     #[test]

@@ -131,6 +131,89 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A task's output files, sorted by path.
+    pub async fn task_files(&self, task_id: u64) -> anyhow::Result<Vec<v1::OutputFile>> {
+        let resp = self
+            .inner
+            .clone()
+            .list_task_files(v1::ListTaskFilesRequest { task_id })
+            .await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().files)
+    }
+
+    /// Every task that has output files.
+    pub async fn outputs(&self) -> anyhow::Result<Vec<v1::TaskOutputs>> {
+        let resp = self
+            .inner
+            .clone()
+            .list_outputs(v1::ListOutputsRequest {})
+            .await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().tasks)
+    }
+
+    /// Open one output file's stream; read it with [`FileStream::next`].
+    pub async fn download(&self, task_id: u64, path: &str) -> anyhow::Result<FileStream> {
+        let resp = self
+            .inner
+            .clone()
+            .download_file(v1::DownloadFileRequest {
+                task_id,
+                path: path.to_string(),
+            })
+            .await;
+        Ok(FileStream {
+            inner: resp.map_err(|s| self.status(s))?.into_inner(),
+            url: self.url.clone(),
+        })
+    }
+}
+
+/// Operator actions on one worker, by name; each returns the master's
+/// one-line answer.
+impl Client {
+    pub async fn drain_worker(&self, name: &str) -> anyhow::Result<String> {
+        let resp = self.inner.clone().drain_worker(name_request(name)).await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
+    }
+
+    pub async fn unregister_worker(&self, name: &str) -> anyhow::Result<String> {
+        let resp = self
+            .inner
+            .clone()
+            .unregister_worker(name_request(name))
+            .await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
+    }
+
+    pub async fn register_worker(&self, name: &str) -> anyhow::Result<String> {
+        let resp = self.inner.clone().register_worker(name_request(name)).await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
+    }
+}
+
+fn name_request(name: &str) -> v1::WorkerNameRequest {
+    v1::WorkerNameRequest {
+        name: name.to_string(),
+    }
+}
+
+/// One output file's chunks, in order.
+pub struct FileStream {
+    inner: Streaming<v1::FileChunk>,
+    url: String,
+}
+
+impl FileStream {
+    /// The next chunk, or `None` when the file is complete.
+    pub async fn next(&mut self) -> anyhow::Result<Option<v1::FileChunk>> {
+        self.inner
+            .message()
+            .await
+            .map_err(|s| status_error(&self.url, &s))
+    }
+}
+
 /// A task's log chunks, in order.
 pub struct LogStream {
     inner: Streaming<v1::LogChunk>,

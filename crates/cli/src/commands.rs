@@ -11,14 +11,74 @@ use std::io::Write;
 /// One validated client request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Submit { spec: TaskSpec, queue_anyway: bool },
-    ListTasks { state: Option<TaskState> },
+    Submit {
+        spec: TaskSpec,
+        queue_anyway: bool,
+    },
+    ListTasks {
+        state: Option<TaskState>,
+    },
     Queue,
-    Show { task_id: u64 },
-    Logs { task_id: u64, follow: bool },
-    Cancel { task_id: u64 },
+    Show {
+        task_id: u64,
+    },
+    Logs {
+        task_id: u64,
+        follow: bool,
+    },
+    Cancel {
+        task_id: u64,
+    },
     Workers,
-    Reconcile { dry_run: bool },
+    Reconcile {
+        dry_run: bool,
+    },
+    /// The cluster at a glance (`status`).
+    Status,
+    /// One worker in detail (`stats <worker>`), by name or id.
+    Stats {
+        worker: String,
+    },
+    /// Every worker in one table (`internal-state`).
+    InternalState,
+    /// A task's output files (`task files ID`, `task-files <task>`).
+    Files {
+        task_id: u64,
+    },
+    /// Every task that has output files (`files`, `task files`).
+    Outputs,
+    /// Fetch a task's output files into `dir` (default `./task-ID`).
+    Download {
+        task_id: u64,
+        dir: Option<std::path::PathBuf>,
+    },
+    /// An operator action on one worker, by name (`drain`, `unregister`,
+    /// `register`).
+    Worker {
+        action: WorkerAction,
+        name: String,
+    },
+}
+
+/// What an operator can do to a worker by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerAction {
+    /// No new placements; running tasks finish.
+    Drain,
+    /// Remove a drained (or down) worker that runs nothing.
+    Unregister,
+    /// Allow the name to join (with `--require-registration`).
+    Register,
+}
+
+impl WorkerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerAction::Drain => "drain",
+            WorkerAction::Unregister => "unregister",
+            WorkerAction::Register => "register",
+        }
+    }
 }
 
 /// How answers are printed.
@@ -47,8 +107,12 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
                         Some(image) => format!("docker {image}"),
                         None => format!("process {}", render::quote_command(&spec.command)),
                     };
+                    let pinned = match &spec.pinned_worker {
+                        Some(w) => format!("; on worker {w} only"),
+                        None => String::new(),
+                    };
                     emit(&format!(
-                        "✓ Task {id} submitted ({what}; {})\n",
+                        "✓ Task {id} submitted ({what}; {}{pinned})\n",
                         render::resources_line(&spec.resources)
                     ));
                 }
@@ -82,6 +146,8 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
         Request::Logs { task_id, follow } => {
             if mode == Mode::Shell && *follow {
                 monitor(client, *task_id).await?;
+            } else if as_json {
+                json_logs(client, *task_id, *follow).await?;
             } else {
                 copy_logs(client, *task_id, *follow).await?;
             }
@@ -114,6 +180,68 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
                 emit(&render::reconcile(&resp));
             }
         }
+        Request::Status | Request::Stats { .. } | Request::InternalState => {
+            crate::shell::views::execute(client, req, mode).await?;
+        }
+        Request::Files { task_id } => {
+            let files = client.task_files(*task_id).await?;
+            if as_json {
+                emit_json(&json::task_files(*task_id, &files));
+            } else {
+                emit(&render::task_files(*task_id, &files));
+            }
+        }
+        Request::Outputs => {
+            let list = client.outputs().await?;
+            if as_json {
+                emit_json(&json::outputs(&list));
+            } else {
+                emit(&render::outputs(&list));
+            }
+        }
+        Request::Download { task_id, dir } => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| crate::download::default_dir(*task_id));
+            let files = crate::download::download(client, *task_id, &dir).await?;
+            if as_json {
+                emit_json(&json::downloaded(*task_id, &dir, &files));
+            } else {
+                emit(&render::downloaded(
+                    *task_id,
+                    &dir,
+                    &files,
+                    mode == Mode::Shell,
+                ));
+            }
+        }
+        Request::Worker { action, name } => {
+            let message = match action {
+                WorkerAction::Drain => client.drain_worker(name).await?,
+                WorkerAction::Unregister => client.unregister_worker(name).await?,
+                WorkerAction::Register => client.register_worker(name).await?,
+            };
+            match mode {
+                Mode::Json => emit_json(&json::worker_action(action.as_str(), name, &message)),
+                Mode::Plain => emit(&format!("{message}\n")),
+                Mode::Shell => emit(&format!("✓ {message}\n")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `task logs --json`: one JSON object per chunk, as it comes
+/// (`{"attempt_id":…,"offset":…,"data":"…"}`; bytes that are not UTF-8
+/// are replaced by U+FFFD).
+async fn json_logs(client: &Client, task_id: u64, follow: bool) -> anyhow::Result<()> {
+    let mut stream = client.logs(task_id, follow).await?;
+    while let Some(chunk) = stream.next().await? {
+        emit_json(&serde_json::json!({
+            "attempt_id": chunk.attempt_id,
+            "offset": chunk.offset,
+            "data": String::from_utf8_lossy(&chunk.data),
+        }));
     }
     Ok(())
 }
@@ -163,7 +291,7 @@ pub fn emit(text: &str) {
     emit_bytes(text.as_bytes());
 }
 
-fn emit_json(v: &serde_json::Value) {
+pub fn emit_json(v: &serde_json::Value) {
     emit(&format!("{v}\n"));
 }
 

@@ -29,6 +29,10 @@ pub struct FlagNames {
     pub env: &'static str,
     pub retries: &'static str,
     pub timeout: &'static str,
+    pub priority: &'static str,
+    pub constraint: &'static str,
+    pub strategy: &'static str,
+    pub worker: &'static str,
 }
 
 /// `berth task submit` flags.
@@ -41,6 +45,10 @@ pub const CLI_FLAGS: FlagNames = FlagNames {
     env: "--env",
     retries: "--retries",
     timeout: "--timeout",
+    priority: "--priority",
+    constraint: "--constraint",
+    strategy: "--strategy",
+    worker: "--worker",
 };
 
 /// Shell `task` / `run` flags (the predecessor's names).
@@ -53,6 +61,10 @@ pub const SHELL_FLAGS: FlagNames = FlagNames {
     env: "-env",
     retries: "-retries",
     timeout: "-timeout",
+    priority: "-priority",
+    constraint: "-constraint",
+    strategy: "-strategy",
+    worker: "dispatch <worker>",
 };
 
 impl FlagNames {
@@ -66,6 +78,10 @@ impl FlagNames {
             "env" => self.env,
             "retries" => self.retries,
             "timeout" => self.timeout,
+            "priority" => self.priority,
+            "constraint" => self.constraint,
+            "strategy" => self.strategy,
+            "worker" => self.worker,
             _ => return None,
         })
     }
@@ -114,6 +130,14 @@ pub struct SpecInput {
     pub env: Vec<String>,
     pub retries: Option<String>,
     pub timeout: Option<String>,
+    /// Higher runs first (an integer).
+    pub priority: Option<String>,
+    /// `key=value` worker labels the task requires.
+    pub constraints: Vec<String>,
+    /// `binpack` or `spread`.
+    pub strategy: Option<String>,
+    /// Only this worker may run it (`dispatch`).
+    pub worker: Option<String>,
     pub command: Vec<String>,
 }
 
@@ -157,6 +181,30 @@ pub fn build_spec(input: &SpecInput, flags: &FlagNames) -> Result<TaskSpec, Spec
             .map(|t| parse_duration_ms("timeout", t))
             .transpose()
             .map_err(err)?,
+        priority: match &input.priority {
+            Some(p) => p.trim().parse::<i32>().map_err(|_| {
+                err(InputError::new(
+                    "priority",
+                    format!("'{p}' is not a whole number"),
+                ))
+            })?,
+            None => 0,
+        },
+        constraints: input
+            .constraints
+            .iter()
+            .map(|c| berth_core::validate::parse_label("constraint", c).map_err(err))
+            .collect::<Result<Vec<_>, _>>()?,
+        strategy: match input.strategy.as_deref() {
+            Some(s) => Some(berth_core::Strategy::parse(s).ok_or_else(|| {
+                err(InputError::new(
+                    "strategy",
+                    format!("'{s}' is not a strategy; use binpack or spread"),
+                ))
+            })?),
+            None => None,
+        },
+        pinned_worker: input.worker.clone(),
     };
     validate_spec(&spec).map_err(err)?;
     Ok(spec)
@@ -307,6 +355,52 @@ mod tests {
         assert!(parse_task_id("0").is_err());
         assert!(parse_task_id("-3").is_err());
         assert!(parse_task_id("abc").is_err());
+    }
+
+    #[test]
+    fn placement_fields_are_converted_and_name_their_flag() {
+        let mut input = process(&["true"]);
+        input.priority = Some("-5".into());
+        input.constraints = vec!["gpu=a100".into(), "zone = b".into()];
+        input.strategy = Some("spread".into());
+        input.worker = Some("Tessa".into());
+        let s = build_spec(&input, &CLI_FLAGS).unwrap();
+        assert_eq!(s.priority, -5);
+        assert_eq!(
+            s.constraints,
+            vec![("gpu".into(), "a100".into()), ("zone".into(), "b".into())]
+        );
+        assert_eq!(s.strategy, Some(berth_core::Strategy::Spread));
+        assert_eq!(s.pinned_worker.as_deref(), Some("Tessa"));
+
+        for (edit, text) in [
+            (
+                (|i: &mut SpecInput| i.priority = Some("high".into())) as fn(&mut SpecInput),
+                "priority (--priority): ",
+            ),
+            (
+                |i| i.priority = Some("5000".into()),
+                "priority (--priority): ",
+            ),
+            (
+                |i| i.constraints = vec!["gpu".into()],
+                "constraint (--constraint): ",
+            ),
+            (
+                |i| i.strategy = Some("random".into()),
+                "strategy (--strategy): ",
+            ),
+            (|i| i.worker = Some(" ".into()), "worker (--worker): "),
+        ] {
+            let mut input = process(&["true"]);
+            edit(&mut input);
+            let e = build_spec(&input, &CLI_FLAGS).unwrap_err().to_string();
+            assert!(e.starts_with(text), "{e}");
+        }
+        let mut input = process(&["true"]);
+        input.priority = Some("x".into());
+        let e = build_spec(&input, &SHELL_FLAGS).unwrap_err().to_string();
+        assert!(e.starts_with("priority (-priority): "), "{e}");
     }
 
     #[test]

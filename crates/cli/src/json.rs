@@ -31,7 +31,24 @@ pub fn spec(s: &v1::TaskSpec) -> Value {
         "command": s.command,
         "env": s.env.iter().map(|e| json!({"key": e.key, "value": e.value})).collect::<Vec<_>>(),
         "resources": resources(&resources_or_zero(s.resources)),
+        "priority": s.priority,
+        "constraints": labels(&s.constraints),
+        "strategy": s.strategy,
+        "pinned_worker": s.pinned_worker,
     })
+}
+
+/// `key=value` pairs as `[{"key":…,"value":…}]`, as `berth.proto` has them.
+fn labels(list: &[v1::Label]) -> Value {
+    list.iter()
+        .map(|l| json!({"key": l.key, "value": l.value}))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// After `drain`, `unregister` or `register`: the master's answer.
+pub fn worker_action(action: &str, name: &str, message: &str) -> Value {
+    json!({ "action": action, "worker": name, "message": message })
 }
 
 pub fn attempt(a: &v1::Attempt) -> Value {
@@ -92,6 +109,8 @@ pub fn worker(w: &v1::Worker) -> Value {
             "uuid": g.uuid,
         })).collect::<Vec<_>>(),
         "last_seen_ms": opt_ms(w.last_seen_ms),
+        "labels": labels(&w.labels),
+        "drained": w.drained,
     })
 }
 
@@ -123,6 +142,40 @@ pub fn cancelled(t: &v1::Task) -> Value {
 /// `SubmitTaskResponse`.
 pub fn submitted(task_id: u64) -> Value {
     json!({ "task_id": task_id })
+}
+
+fn output_file(f: &v1::OutputFile) -> Value {
+    json!({ "path": f.path, "size": f.size })
+}
+
+/// `ListTaskFilesResponse`.
+pub fn task_files(task_id: u64, files: &[v1::OutputFile]) -> Value {
+    json!({
+        "task_id": task_id,
+        "files": files.iter().map(output_file).collect::<Vec<_>>(),
+    })
+}
+
+/// `ListOutputsResponse`.
+pub fn outputs(list: &[v1::TaskOutputs]) -> Value {
+    json!({
+        "tasks": list.iter().map(|t| json!({
+            "task_id": t.task_id,
+            "name": t.name,
+            "state": t.state,
+            "files": t.files,
+            "bytes": t.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// After `task download`: where the files went.
+pub fn downloaded(task_id: u64, dir: &std::path::Path, files: &[v1::OutputFile]) -> Value {
+    json!({
+        "task_id": task_id,
+        "dir": dir.display().to_string(),
+        "files": files.iter().map(output_file).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

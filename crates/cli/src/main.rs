@@ -10,16 +10,19 @@
 mod args;
 mod client;
 mod commands;
+mod config;
+mod download;
 mod input;
 mod json;
 mod render;
 mod serve;
 mod shell;
+mod wait;
 
-use args::{Cli, Command, HeartbeatArgs, ResourceArgs, TaskCommand};
+use args::{BenchArgs, Cli, Command, TaskCommand};
 use clap::{CommandFactory, Parser};
 use client::Client;
-use commands::{Mode, Request};
+use commands::{Mode, Request, WorkerAction};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,9 +33,13 @@ fn main() -> ExitCode {
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--json applies to task submit/list/show/cancel, workers, queue and reconcile",
+                "--json applies to the client commands (task …, workers, queue, reconcile, status, stats, internal-state)",
             )
             .exit();
+    }
+    if let Command::Bench(b) = &cli.command {
+        // The harness builds its own runtime; nothing else runs here.
+        return bench(b);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,8 +54,7 @@ fn main() -> ExitCode {
     let result = run(&rt, cli);
     rt.shutdown_timeout(Duration::from_secs(2));
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -59,57 +65,135 @@ fn main() -> ExitCode {
 fn accepts_json(cmd: &Command) -> bool {
     match cmd {
         Command::Master(_) | Command::Worker(_) | Command::Dev(_) | Command::Shell => false,
-        Command::Task(TaskCommand::Logs { .. }) => false,
+        Command::Completions { .. } => false,
         Command::Task(_) | Command::Workers | Command::Queue | Command::Reconcile { .. } => true,
+        Command::Status | Command::Stats { .. } | Command::InternalState => true,
+        Command::Dispatch(_)
+        | Command::Drain { .. }
+        | Command::Unregister { .. }
+        | Command::Register { .. } => true,
+        // Its figures are JSON lines already.
+        Command::Bench(_) => true,
     }
 }
 
-/// Run the command; `Ok(false)` means it ran but something in it failed.
-fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<bool> {
-    let token = cli.token.unwrap_or_default();
+/// `berth bench SCENARIO`: run one scenario of the harness, which prints
+/// its JSON line(s) to stdout.
+fn bench(b: &BenchArgs) -> ExitCode {
+    let berth_binary = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find this berth binary (the e2e scenario starts it): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = berth_bench::Options {
+        workers: b.workers,
+        tasks: b.tasks,
+        dir: b.dir.clone(),
+        berth_binary,
+    };
+    match berth_bench::run(&b.scenario, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: bench {}: {e}", b.scenario);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `berth dispatch WORKER …` is `berth task submit --worker WORKER …`.
+fn dispatch_as_submit(cmd: Command) -> anyhow::Result<Command> {
+    let Command::Dispatch(d) = cmd else {
+        return Ok(cmd);
+    };
+    let args::DispatchArgs { target, mut submit } = *d;
+    if let Some(w) = &submit.worker {
+        anyhow::bail!("dispatch names its worker ({target}) already; leave out --worker {w}");
+    }
+    submit.worker = Some(target);
+    Ok(Command::Task(TaskCommand::Submit(Box::new(submit))))
+}
+
+/// 0 when it all worked, 1 when something in it failed.
+fn code(ok: bool) -> u8 {
+    if ok { 0 } else { 1 }
+}
+
+/// Run the command; returns the process exit code (0 success, 1 something
+/// in it failed; `task submit --wait` returns the task's, see `wait`).
+fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completions { shell } = &cli.command {
+        let mut out = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut out);
+        commands::emit(&String::from_utf8_lossy(&out));
+        return Ok(0);
+    }
+    let cli = Cli {
+        command: dispatch_as_submit(cli.command)?,
+        ..cli
+    };
+    let sources = config::Sources::load(cli.config.as_deref())?;
+    let file = sources.file_path();
     match cli.command {
         Command::Master(a) => {
-            let config = master_config(a.listen, a.http.0, a.data_dir, &a.heartbeat)?;
-            serve::master(rt, config)
+            let settings = sources.master(&a)?;
+            if a.print_config {
+                commands::emit(&settings.to_toml(file));
+                return Ok(0);
+            }
+            serve::master(rt, settings.config()).map(code)
         }
         Command::Worker(a) => {
-            let mut config = berth_worker::WorkerConfig::new(
-                client::normalize_url(&cli.master),
-                token,
-                a.name.unwrap_or_else(serve::hostname),
-                absolute(&a.data_dir)?,
-            );
-            if let Some(grace) = a.stop_grace {
-                config.stop_grace = grace;
+            let settings = sources.worker(&a, cli.master.as_deref(), cli.token.as_deref())?;
+            if a.print_config {
+                commands::emit(&settings.to_toml(file));
+                return Ok(0);
             }
-            config.drain_on_exit = a.drain_on_exit;
-            overrides(&a.resources).apply(&mut config)?;
-            serve::worker(rt, config)
+            serve::worker(rt, settings.config()).map(code)
         }
         Command::Dev(a) => {
-            let config = master_config(a.listen, a.http.0, a.data_dir, &a.heartbeat)?;
-            let name = a.name.unwrap_or_else(serve::hostname);
-            serve::dev(rt, config, name, a.stop_grace, &overrides(&a.resources))
+            let settings = sources.dev(&a)?;
+            if a.print_config {
+                commands::emit(&settings.to_toml(file));
+                return Ok(0);
+            }
+            serve::dev(rt, settings.master_config(), settings.worker_config()).map(code)
         }
         Command::Shell => {
             serve::init_logging(None, "warn")?;
-            let client = rt.block_on(Client::connect(&cli.master, &token))?;
+            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
+            let client = rt.block_on(Client::connect(&c.master.value, &c.token.value))?;
             let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".berth_history"));
             let opts = shell::ShellOptions {
                 prompt: "berth> ".to_string(),
                 history,
             };
-            shell::run(rt, &client, opts)
+            shell::run(rt, &client, opts).map(code)
+        }
+        Command::Task(TaskCommand::Submit(s)) if s.wait => {
+            serve::init_logging(None, "warn")?;
+            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
+            let Request::Submit { spec, queue_anyway } =
+                request(Command::Task(TaskCommand::Submit(s)))?
+            else {
+                unreachable!("a submit is a submit")
+            };
+            rt.block_on(async {
+                let client = Client::connect(&c.master.value, &c.token.value).await?;
+                wait::submit_and_wait(&client, spec, queue_anyway, cli.json).await
+            })
         }
         other => {
             serve::init_logging(None, "warn")?;
+            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let request = request(other)?;
             let mode = if cli.json { Mode::Json } else { Mode::Plain };
             rt.block_on(async {
-                let client = Client::connect(&cli.master, &token).await?;
+                let client = Client::connect(&c.master.value, &c.token.value).await?;
                 commands::execute(&client, &request, mode).await
             })?;
-            Ok(true)
+            Ok(0)
         }
     }
 }
@@ -128,6 +212,10 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
                 env: s.env,
                 retries: s.retries,
                 timeout: s.timeout,
+                priority: s.priority,
+                constraints: s.constraints,
+                strategy: s.strategy,
+                worker: s.worker,
                 command: s.command,
             };
             let spec = input::build_spec(&spec_input, &input::CLI_FLAGS)?;
@@ -145,42 +233,35 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
             follow,
         },
         Command::Task(TaskCommand::Cancel { id }) => Request::Cancel { task_id: id },
+        Command::Task(TaskCommand::Files { id: Some(id) }) => Request::Files { task_id: id },
+        Command::Task(TaskCommand::Files { id: None }) => Request::Outputs,
+        Command::Task(TaskCommand::Download { id, dir }) => Request::Download { task_id: id, dir },
         Command::Workers => Request::Workers,
         Command::Queue => Request::Queue,
         Command::Reconcile { dry_run } => Request::Reconcile { dry_run },
-        Command::Master(_) | Command::Worker(_) | Command::Dev(_) | Command::Shell => {
+        Command::Status => Request::Status,
+        Command::Stats { worker } => Request::Stats { worker },
+        Command::InternalState => Request::InternalState,
+        Command::Drain { worker } => Request::Worker {
+            action: WorkerAction::Drain,
+            name: worker,
+        },
+        Command::Unregister { worker } => Request::Worker {
+            action: WorkerAction::Unregister,
+            name: worker,
+        },
+        Command::Register { worker } => Request::Worker {
+            action: WorkerAction::Register,
+            name: worker,
+        },
+        Command::Master(_)
+        | Command::Worker(_)
+        | Command::Dev(_)
+        | Command::Shell
+        | Command::Dispatch(_)
+        | Command::Bench(_)
+        | Command::Completions { .. } => {
             unreachable!("handled by run")
         }
     })
-}
-
-fn master_config(
-    listen: std::net::SocketAddr,
-    http: Option<std::net::SocketAddr>,
-    data_dir: PathBuf,
-    hb: &HeartbeatArgs,
-) -> anyhow::Result<berth_master::MasterConfig> {
-    let mut config = berth_master::MasterConfig::new(listen, absolute(&data_dir)?);
-    config.http = http;
-    config.heartbeat_interval = hb.heartbeat_interval;
-    config.heartbeat_ttl = hb.heartbeat_ttl;
-    config.reconcile_interval = hb.reconcile_interval;
-    config.validate()?;
-    Ok(config)
-}
-
-/// Data directories are made absolute once, here: the master and worker
-/// hand them to child processes that may run elsewhere.
-fn absolute(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(dir)
-        .map_err(|e| anyhow::anyhow!("cannot resolve the data directory {}: {e}", dir.display()))
-}
-
-fn overrides(r: &ResourceArgs) -> serve::Overrides {
-    serve::Overrides {
-        cpus: r.cpus.clone(),
-        memory: r.memory.clone(),
-        storage: r.storage.clone(),
-        gpus: r.gpus.clone(),
-    }
 }

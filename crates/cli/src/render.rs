@@ -25,7 +25,11 @@ fn worker_block(w: &v1::Worker) -> String {
     let available = total.saturating_sub(&allocated);
     let name = if w.name.is_empty() { &w.id } else { &w.name };
     let mut out = String::new();
-    let _ = writeln!(out, "Worker: {name} ({})", w.state);
+    if w.drained {
+        let _ = writeln!(out, "Worker: {name} ({}, drained)", w.state);
+    } else {
+        let _ = writeln!(out, "Worker: {name} ({})", w.state);
+    }
     let _ = writeln!(
         out,
         "  CPU:     {} total, {} allocated, {} available",
@@ -52,8 +56,23 @@ fn worker_block(w: &v1::Worker) -> String {
         "  GPU:     {} total, {} allocated, {} available",
         total.gpus, allocated.gpus, available.gpus
     );
+    for g in &w.gpu_holders {
+        let _ = writeln!(out, "  GPU {}: task {}", g.index, g.task_id);
+    }
     let _ = writeln!(out, "  Running Tasks: {}", w.running_attempts);
+    if !w.labels.is_empty() {
+        let _ = writeln!(out, "  Labels:  {}", labels_text(&w.labels));
+    }
     out
+}
+
+/// `gpu=a100, zone=b`.
+pub fn labels_text(labels: &[v1::Label]) -> String {
+    labels
+        .iter()
+        .map(|l| format!("{}={}", l.key, l.value))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `task list` / `list-tasks` table.
@@ -163,6 +182,18 @@ pub fn task_detail(t: &v1::Task) -> String {
         field("Env", env.join(" "));
     }
     field("Resources", resources_line(&r));
+    if spec.priority != 0 {
+        field("Priority", spec.priority.to_string());
+    }
+    if !spec.constraints.is_empty() {
+        field("Requires", labels_text(&spec.constraints));
+    }
+    if !spec.strategy.is_empty() {
+        field("Strategy", spec.strategy.clone());
+    }
+    if !spec.pinned_worker.is_empty() {
+        field("Worker", format!("{} only (dispatch)", spec.pinned_worker));
+    }
     field("Submitted", format_time(t.submitted_ms));
     field("Ended", format_time(t.ended_ms));
     if t.attempts.is_empty() {
@@ -404,6 +435,128 @@ pub fn quote_arg(a: &str) -> String {
     }
 }
 
+/// `berth task files ID` / `task-files`: a task's output files, sizes in
+/// bytes.
+pub fn task_files(task_id: u64, files: &[v1::OutputFile]) -> String {
+    if files.is_empty() {
+        return format!("Task {task_id} has no output files.\n");
+    }
+    let rows = files
+        .iter()
+        .map(|f| vec![f.path.clone(), f.size.to_string()])
+        .collect();
+    table(&["PATH", "SIZE"], rows)
+}
+
+/// The shell's `files`: every task that has output files.
+pub fn outputs(list: &[v1::TaskOutputs]) -> String {
+    if list.is_empty() {
+        return "No task has output files.\n".to_string();
+    }
+    let rows = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.task_id.to_string(),
+                or_dash(&t.name),
+                or_dash(&t.state),
+                t.files.to_string(),
+                format_bytes(t.bytes),
+            ]
+        })
+        .collect();
+    table(&["TASK", "NAME", "STATE", "FILES", "SIZE"], rows)
+}
+
+/// After `download`: each file written, then a summary (the shell's with
+/// a check mark).
+pub fn downloaded(
+    task_id: u64,
+    dir: &std::path::Path,
+    files: &[v1::OutputFile],
+    shell: bool,
+) -> String {
+    if files.is_empty() {
+        return format!("Task {task_id} has no output files; nothing downloaded.\n");
+    }
+    let mut out = String::new();
+    for f in files {
+        let _ = writeln!(out, "{}", dir.join(&f.path).display());
+    }
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    let _ = writeln!(
+        out,
+        "{}Downloaded {} file{} ({}) of task {task_id} to {}",
+        if shell { "✓ " } else { "" },
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        format_bytes(bytes),
+        dir.display()
+    );
+    out
+}
+
+/// A size for people: `512 bytes`, `300.0 KiB`, `1.5 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" });
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod output_file_tests {
+    use super::*;
+
+    #[test]
+    fn file_tables() {
+        let files = vec![
+            v1::OutputFile {
+                path: "a.txt".into(),
+                size: 5,
+            },
+            v1::OutputFile {
+                path: "sub/data.bin".into(),
+                size: 307_200,
+            },
+        ];
+        assert_eq!(
+            task_files(3, &files),
+            "PATH          SIZE\na.txt         5\nsub/data.bin  307200\n"
+        );
+        assert_eq!(task_files(3, &[]), "Task 3 has no output files.\n");
+        let list = vec![v1::TaskOutputs {
+            task_id: 3,
+            name: String::new(),
+            state: "succeeded".into(),
+            files: 2,
+            bytes: 307_205,
+        }];
+        assert_eq!(
+            outputs(&list),
+            "TASK  NAME  STATE      FILES  SIZE\n3     -     succeeded  2      300.0 KiB\n"
+        );
+        let out = downloaded(3, std::path::Path::new("task-3"), &files, true);
+        assert!(
+            out.starts_with("task-3/a.txt\ntask-3/sub/data.bin\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("✓ Downloaded 2 files (300.0 KiB) of task 3 to task-3\n"),
+            "{out}"
+        );
+        assert_eq!(format_bytes(1), "1 byte");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +599,32 @@ Worker: Tessa (ready)
   Running Tasks: 1
 ";
         assert_eq!(workers(&[tessa()]), expected);
+    }
+
+    #[test]
+    fn workers_list_which_task_holds_each_gpu() {
+        let mut w = tessa();
+        w.total = res(20_000, 8 * GIB, 100 * GIB, 2);
+        w.allocated = res(5000, GIB / 2, 0, 2);
+        w.gpu_holders = vec![
+            v1::GpuHolder {
+                index: 0,
+                task_id: 12,
+                attempt_id: 30,
+            },
+            v1::GpuHolder {
+                index: 1,
+                task_id: 14,
+                attempt_id: 31,
+            },
+        ];
+        let out = workers(&[w]);
+        assert!(
+            out.contains(
+                "  GPU:     2 total, 2 allocated, 0 available\n  GPU 0: task 12\n  GPU 1: task 14\n  Running Tasks: 1\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -603,5 +782,85 @@ Worker: Tessa (ready)
         assert_eq!(quote_arg("two words"), "'two words'");
         assert_eq!(quote_arg("it's"), r"'it'\''s'");
         assert_eq!(quote_arg(""), "''");
+    }
+}
+
+#[cfg(test)]
+mod scheduling_tests {
+    use super::*;
+    use berth_core::units::GIB;
+
+    fn worker(drained: bool, labels: &[(&str, &str)]) -> v1::Worker {
+        v1::Worker {
+            id: "w-1".into(),
+            name: "Tessa".into(),
+            state: "ready".into(),
+            total: Some(v1::Resources {
+                cpu_millis: 4000,
+                memory_bytes: 8 * GIB,
+                storage_bytes: 0,
+                gpus: 0,
+            }),
+            drained,
+            labels: labels
+                .iter()
+                .map(|(k, v)| v1::Label {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn drained_and_labels_are_added_not_changed() {
+        let plain = workers(&[worker(false, &[])]);
+        assert!(plain.starts_with("Worker: Tessa (ready)\n"), "{plain}");
+        assert!(!plain.contains("Labels"), "{plain}");
+        let out = workers(&[worker(true, &[("gpu", "a100"), ("zone", "b")])]);
+        assert!(out.starts_with("Worker: Tessa (ready, drained)\n"), "{out}");
+        assert!(
+            out.ends_with("  Running Tasks: 0\n  Labels:  gpu=a100, zone=b\n"),
+            "{out}"
+        );
+        // Every line of the plain block is still there, unchanged.
+        for line in plain.lines().skip(1) {
+            assert!(out.contains(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn task_detail_shows_placement_choices_only_when_made() {
+        let mut t = v1::Task {
+            id: 3,
+            state: "queued".into(),
+            spec: Some(v1::TaskSpec {
+                driver: "process".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = task_detail(&t);
+        for word in ["Priority", "Requires", "Strategy", "Worker:"] {
+            assert!(!out.contains(word), "{out}");
+        }
+        let spec = t.spec.as_mut().unwrap();
+        spec.priority = 5;
+        spec.constraints = vec![v1::Label {
+            key: "gpu".into(),
+            value: "a100".into(),
+        }];
+        spec.strategy = "spread".into();
+        spec.pinned_worker = "Tessa".into();
+        let out = task_detail(&t);
+        assert!(out.contains("  Priority:  5\n"), "{out}");
+        assert!(out.contains("  Requires:  gpu=a100\n"), "{out}");
+        assert!(out.contains("  Strategy:  spread\n"), "{out}");
+        assert!(
+            out.contains("  Worker:    Tessa only (dispatch)\n"),
+            "{out}"
+        );
     }
 }

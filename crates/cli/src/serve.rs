@@ -7,10 +7,7 @@
 use crate::client::Client;
 use crate::shell::{self, ShellOptions};
 use anyhow::{Context, anyhow};
-use berth_core::units::{
-    GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES, format_cores, format_gb_unit, parse_cores,
-    parse_gpus, parse_size,
-};
+use berth_core::units::{format_cores, format_gb_unit};
 use berth_master::{MasterConfig, MasterHandle};
 use berth_worker::{Detected, WorkerConfig};
 use std::future::Future;
@@ -20,7 +17,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -200,41 +196,6 @@ fn master_service(handle: MasterHandle) -> Service {
     Box::pin(async move { handle.wait().await.map_err(anyhow::Error::from) })
 }
 
-/// What a worker is told to use instead of detection, as typed.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub cpus: Option<String>,
-    pub memory: Option<String>,
-    pub storage: Option<String>,
-    pub gpus: Option<String>,
-}
-
-impl Overrides {
-    /// Apply to a worker config, converting units once. Bare sizes are GB.
-    pub fn apply(&self, cfg: &mut WorkerConfig) -> anyhow::Result<()> {
-        let e =
-            |flag: &str, err: berth_core::validate::InputError| anyhow!("{flag}: {}", err.message);
-        if let Some(c) = &self.cpus {
-            cfg.cpu_millis = Some(parse_cores("cpus", c).map_err(|err| e("--cpus", err))?);
-        }
-        if let Some(m) = &self.memory {
-            cfg.memory_bytes = Some(
-                parse_size("memory", m, GIB, MAX_MEMORY_BYTES).map_err(|err| e("--memory", err))?,
-            );
-        }
-        if let Some(s) = &self.storage {
-            cfg.storage_bytes = Some(
-                parse_size("storage", s, GIB, MAX_STORAGE_BYTES)
-                    .map_err(|err| e("--storage", err))?,
-            );
-        }
-        if let Some(g) = &self.gpus {
-            cfg.gpus = Some(parse_gpus("gpus", g).map_err(|err| e("--gpus", err))?);
-        }
-        Ok(())
-    }
-}
-
 /// `berth worker`.
 pub fn worker(rt: &Runtime, config: WorkerConfig) -> anyhow::Result<bool> {
     init_logging(None, "info")?;
@@ -247,6 +208,14 @@ pub fn worker(rt: &Runtime, config: WorkerConfig) -> anyhow::Result<bool> {
     let detected =
         berth_worker::detect(&config).context("cannot detect this machine's resources")?;
     print!("{}", describe_worker(&config.name, &detected));
+    if !config.labels.is_empty() {
+        let labels: Vec<String> = config
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("  Labels:  {}", labels.join(", "));
+    }
     println!("Connecting to the master at {}", config.master);
     let shutdown = Shutdown::new();
     stop_on_signals(rt, &shutdown, true)?;
@@ -303,9 +272,7 @@ pub fn describe_worker(name: &str, d: &Detected) -> String {
 pub fn dev(
     rt: &Runtime,
     config: MasterConfig,
-    worker_name: String,
-    stop_grace: Option<Duration>,
-    overrides: &Overrides,
+    mut worker_config: WorkerConfig,
 ) -> anyhow::Result<bool> {
     let interactive = std::io::stdin().is_terminal();
     init_logging(
@@ -314,16 +281,6 @@ pub fn dev(
             .as_deref(),
         "info",
     )?;
-    let mut worker_config = WorkerConfig::new(
-        String::new(),
-        String::new(),
-        worker_name,
-        config.data_dir.join("worker"),
-    );
-    if let Some(grace) = stop_grace {
-        worker_config.stop_grace = grace;
-    }
-    overrides.apply(&mut worker_config)?;
     let shutdown = Shutdown::new();
     stop_on_signals(rt, &shutdown, !interactive)?;
     let handle = start_master(rt, &config, &shutdown)?;
@@ -373,6 +330,11 @@ fn print_master_hints(config: &MasterConfig, handle: &MasterHandle) {
         http_text(handle.http_addr),
         config.data_dir.display()
     );
+    if config.require_registration {
+        println!(
+            "Only registered worker names may join: `berth register NAME` (or `register NAME` in the shell)."
+        );
+    }
     if handle.token_created {
         println!(
             "Created the cluster token (kept in {}). Clients and workers need it:",
@@ -497,7 +459,7 @@ mod terminal {
 mod tests {
     use super::*;
     use berth_core::Resources;
-    use std::path::PathBuf;
+    use berth_core::units::GIB;
 
     #[test]
     fn wildcard_binds_are_reached_on_loopback() {
@@ -509,32 +471,6 @@ mod tests {
         assert_eq!(
             local_url("10.0.0.5:1".parse().unwrap()),
             "http://10.0.0.5:1"
-        );
-    }
-
-    #[test]
-    fn overrides_convert_units_once() {
-        let mut cfg = WorkerConfig::new(String::new(), String::new(), "t".into(), PathBuf::new());
-        let o = Overrides {
-            cpus: Some("2.5".into()),
-            memory: Some("8".into()),
-            storage: Some("512M".into()),
-            gpus: Some("1".into()),
-        };
-        o.apply(&mut cfg).unwrap();
-        assert_eq!(cfg.cpu_millis, Some(2500));
-        assert_eq!(cfg.memory_bytes, Some(8 * GIB));
-        assert_eq!(cfg.storage_bytes, Some(512 << 20));
-        assert_eq!(cfg.gpus, Some(1));
-        let bad = Overrides {
-            gpus: Some("1.5".into()),
-            ..Overrides::default()
-        };
-        assert!(
-            bad.apply(&mut cfg)
-                .unwrap_err()
-                .to_string()
-                .starts_with("--gpus: ")
         );
     }
 

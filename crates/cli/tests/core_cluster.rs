@@ -232,7 +232,8 @@ async fn kill_9_of_the_master_loses_no_acknowledged_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_field_and_records_nothing() {
     let mut c = Cluster::start();
-    c.start_worker("Tessa", &["--cpus", "20", "--memory", "8G"]);
+    // No docker driver: the container task below must be refused.
+    c.start_worker_env("Tessa", &["--cpus", "20", "--memory", "8G"], NO_DOCKER);
     c.wait_workers_ready(1).await;
     let cases: &[(&[&str], &str)] = &[
         (&["task", "submit", "--cpu", "-1", "--", "true"], "cpu"),
@@ -351,7 +352,8 @@ async fn a_worker_with_the_wrong_token_is_refused_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_speaks_the_predecessors_commands() {
     let mut c = Cluster::start();
-    c.start_worker("Tessa", &["--cpus", "20", "--memory", "8G"]);
+    // No docker driver: the container task below must be refused.
+    c.start_worker_env("Tessa", &["--cpus", "20", "--memory", "8G"], NO_DOCKER);
     c.wait_workers_ready(1).await;
     let mut child = std::process::Command::new(BERTH)
         .args(["shell"])

@@ -17,7 +17,7 @@ pub mod worker;
 pub use attempt::{AttemptRecord, AttemptState};
 pub use ids::{AttemptId, TaskId, WorkerId};
 pub use resources::{Resources, Shortfall};
-pub use task::{DriverKind, TaskEvent, TaskRecord, TaskSpec, TaskState, TransitionError};
+pub use task::{DriverKind, Strategy, TaskEvent, TaskRecord, TaskSpec, TaskState, TransitionError};
 pub use worker::{GpuInfo, WorkerRecord, WorkerState};
 
 /// Milliseconds since the Unix epoch. Passed in, never read, by core code.

@@ -54,6 +54,35 @@ fn default_retries() -> u32 {
     DEFAULT_RETRIES
 }
 
+/// How the scheduler picks among workers that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The fitting worker with the least free CPU: fills workers up and
+    /// keeps whole machines free for big tasks (the default).
+    #[default]
+    Binpack,
+    /// The fitting worker with the most free CPU: spreads load out.
+    Spread,
+}
+
+impl Strategy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Strategy::Binpack => "binpack",
+            Strategy::Spread => "spread",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "binpack" => Some(Strategy::Binpack),
+            "spread" => Some(Strategy::Spread),
+            _ => None,
+        }
+    }
+}
+
 /// What the user asked for. Immutable once submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -76,6 +105,18 @@ pub struct TaskSpec {
     /// timed out.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Higher runs first; FIFO within a priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Worker labels the task requires (`key=value`, all must match).
+    #[serde(default)]
+    pub constraints: Vec<(String, String)>,
+    /// Overrides the cluster's placement strategy.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Only this worker (by name) may run it (`dispatch`).
+    #[serde(default)]
+    pub pinned_worker: Option<String>,
 }
 
 impl TaskSpec {
@@ -91,6 +132,10 @@ impl TaskSpec {
             resources,
             retries: DEFAULT_RETRIES,
             timeout_ms: None,
+            priority: 0,
+            constraints: Vec::new(),
+            strategy: None,
+            pinned_worker: None,
         }
     }
 }

@@ -13,6 +13,9 @@ pub const MAX_ENV_VARS: usize = 256;
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 pub const MAX_IMAGE_LEN: usize = 512;
 pub const MAX_RETRIES: u32 = 100;
+pub const MAX_PRIORITY: i32 = 1000;
+pub const MAX_CONSTRAINTS: usize = 32;
+pub const MAX_LABEL_LEN: usize = 128;
 /// Longest time limit: one year.
 pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 
@@ -70,6 +73,45 @@ pub fn validate_resources(r: &Resources) -> Result<(), InputError> {
         ));
     }
     Ok(())
+}
+
+/// Check `key=value` labels (worker labels, task constraints).
+pub fn validate_labels(field: &'static str, labels: &[(String, String)]) -> Result<(), InputError> {
+    if labels.len() > MAX_CONSTRAINTS {
+        return Err(InputError::new(
+            field,
+            format!("{} given; the limit is {MAX_CONSTRAINTS}", labels.len()),
+        ));
+    }
+    for (k, v) in labels {
+        let ok_key = !k.is_empty()
+            && k.len() <= MAX_LABEL_LEN
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+        if !ok_key {
+            return Err(InputError::new(
+                field,
+                format!(
+                    "'{k}' is not a valid key (letters, digits, . _ - /; at most {MAX_LABEL_LEN})"
+                ),
+            ));
+        }
+        if v.len() > MAX_LABEL_LEN || v.chars().any(|c| c.is_control()) {
+            return Err(InputError::new(
+                field,
+                format!("value of '{k}' is not valid"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parse `key=value`.
+pub fn parse_label(field: &'static str, text: &str) -> Result<(String, String), InputError> {
+    match text.split_once('=') {
+        Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+        None => Err(InputError::new(field, format!("'{text}' is not key=value"))),
+    }
 }
 
 /// Is `key` a valid environment variable name (`[A-Za-z_][A-Za-z0-9_]*`)?
@@ -175,6 +217,24 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
                 format!("value of {k} contains a NUL byte"),
             ));
         }
+    }
+    if spec.priority.abs() > MAX_PRIORITY {
+        return Err(InputError::new(
+            "priority",
+            format!(
+                "{} is outside -{MAX_PRIORITY}..{MAX_PRIORITY}",
+                spec.priority
+            ),
+        ));
+    }
+    validate_labels("constraint", &spec.constraints)?;
+    if let Some(w) = &spec.pinned_worker
+        && w.trim().is_empty()
+    {
+        return Err(InputError::new(
+            "worker",
+            "is empty; name the worker to dispatch to",
+        ));
     }
     if spec.retries > MAX_RETRIES {
         return Err(InputError::new(

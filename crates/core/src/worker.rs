@@ -80,6 +80,13 @@ pub struct WorkerRecord {
     pub gpus: Vec<GpuInfo>,
     pub state: WorkerState,
     pub last_seen_ms: Millis,
+    /// `key=value` labels the worker was started with (`--label`).
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    /// An operator drained it (`drain <worker>`): no new placements until
+    /// it is unregistered. Survives reconnects and master restarts.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 impl WorkerRecord {

@@ -8,7 +8,8 @@
 //! durable, and throughput is not one fsync per task.
 
 use crate::state::{
-    CancelError, Effects, Outbound, ReconcileReport, ReportError, State, SubmitError, WorkerHello,
+    AdminError, CancelError, Effects, Outbound, ReconcileReport, ReportError, State, SubmitError,
+    WorkerHello,
 };
 use berth_core::{Millis, TaskId, TaskSpec, TaskState, WorkerId};
 use berth_proto::{HeldReport, v1};
@@ -58,11 +59,31 @@ pub enum Command {
         worker: WorkerId,
         session: u64,
     },
+    /// The master is stopping: end every worker session.
+    CloseSessions,
+    /// Traffic on a session: the worker is alive.
+    Alive {
+        worker: WorkerId,
+        session: u64,
+    },
     Reconcile {
         dry_run: bool,
         reply: oneshot::Sender<Result<ReconcileReport, String>>,
     },
     Query(Query),
+    Admin {
+        op: AdminOp,
+        name: String,
+        reply: oneshot::Sender<Result<String, AdminError>>,
+    },
+}
+
+/// An operator action on a worker (by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOp {
+    Drain,
+    Unregister,
+    Register,
 }
 
 /// The handle the services use to talk to the engine.
@@ -200,6 +221,7 @@ impl<S: Store> Engine<S> {
             self.sessions.remove(&down);
         }
         self.state.schedule(now, &mut fx);
+        fx.writes = berth_store::coalesce(std::mem::take(&mut fx.writes));
         if !fx.writes.is_empty()
             && let Err(e) = self.store.commit(&fx.writes)
         {
@@ -299,6 +321,12 @@ impl<S: Store> Engine<S> {
             Command::Report { worker, seq, held } => {
                 self.state.report(&worker, seq, &held, now, fx);
             }
+            Command::CloseSessions => self.sessions.clear(),
+            Command::Alive { worker, session } => {
+                if self.sessions.get(&worker).map(|s| s.id) == Some(session) {
+                    self.state.touch(&worker, now);
+                }
+            }
             Command::Disconnected { worker, session } => {
                 if self.sessions.get(&worker).map(|s| s.id) == Some(session) {
                     self.sessions.remove(&worker);
@@ -306,6 +334,27 @@ impl<S: Store> Engine<S> {
             }
             Command::Reconcile { .. } => unreachable!("handled after the commit"),
             Command::Query(q) => queries.push(q),
+            Command::Admin { op, name, reply } => {
+                let r = match op {
+                    AdminOp::Drain => self.state.drain(&name, fx).map(|_| {
+                        format!("Worker {name} drained: it takes no new tasks; running ones finish")
+                    }),
+                    AdminOp::Unregister => self.state.unregister(&name, fx).map(|id| {
+                        self.sessions.remove(&id);
+                        format!("Worker {name} unregistered")
+                    }),
+                    AdminOp::Register => self
+                        .state
+                        .register(&name, fx)
+                        .map(|_| format!("Worker name {name} registered: it may join")),
+                };
+                if let Ok(msg) = &r {
+                    tracing::info!(target: "berth::audit", worker = %name, "{msg}");
+                }
+                replies.push(Box::new(move || {
+                    let _ = reply.send(r);
+                }));
+            }
         }
     }
 

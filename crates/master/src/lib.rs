@@ -6,8 +6,9 @@
 //!   store, then answers and messages workers.
 //! * `grpc` — the `Control` and `WorkerLink` services.
 //! * `views` — state → wire messages.
-//! * `logs`, `token`, `http` — task log files, the cluster credential, the
-//!   HTTP listener.
+//! * `outputs` — task output files (`DATA_DIR/outputs/TASK_ID/…`).
+//! * `http` — the REST/JSON API, Prometheus metrics and the web dashboard.
+//! * `logs`, `token` — task log files, the cluster credential.
 //!
 //! Entry point: [`start`].
 
@@ -15,6 +16,7 @@ pub mod engine;
 mod grpc;
 pub mod http;
 pub mod logs;
+pub mod outputs;
 pub mod state;
 pub mod token;
 pub mod views;
@@ -33,15 +35,23 @@ use std::time::Duration;
 pub struct MasterConfig {
     /// gRPC listen address (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// HTTP listen address for health and (later) the JSON API; `None` = off.
+    /// HTTP listen address for the JSON API, metrics and dashboard (and
+    /// health); `None` = off.
     pub http: Option<SocketAddr>,
-    /// Holds `berth.db`, `token`, `master.addr` and task logs.
+    /// Holds `berth.db`, `token`, `master.addr`, `http.addr` and task logs.
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
     /// How often the reconciler audits allocations (it also runs at start
     /// and on demand).
     pub reconcile_interval: Duration,
+    /// Placement strategy for tasks that do not choose one.
+    pub strategy: berth_core::Strategy,
+    /// How long the oldest blocked task waits before capacity is reserved
+    /// for it.
+    pub starvation_wait: Duration,
+    /// Only worker names registered with `register` may join.
+    pub require_registration: bool,
 }
 
 impl MasterConfig {
@@ -53,6 +63,9 @@ impl MasterConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_ttl: Duration::from_secs(5),
             reconcile_interval: Duration::from_secs(60),
+            strategy: berth_core::Strategy::Binpack,
+            starvation_wait: Duration::from_secs(60),
+            require_registration: false,
         }
     }
 
@@ -75,6 +88,7 @@ impl MasterConfig {
 pub struct MasterHandle {
     /// The bound gRPC address (also written to `DATA_DIR/master.addr`).
     pub grpc_addr: SocketAddr,
+    /// The bound HTTP address (also written to `DATA_DIR/http.addr`).
     pub http_addr: Option<SocketAddr>,
     /// The cluster token (from `DATA_DIR/token`).
     pub token: String,
@@ -125,6 +139,7 @@ pub async fn start(
     let (token, token_created) = token::load_or_create(&dir).map_err(io_err)?;
     let token: Arc<str> = Arc::from(token);
     let logs = logs::LogStore::open(dir.join("logs")).map_err(io_err)?;
+    let outputs = outputs::OutputStore::open(dir.join("outputs")).map_err(io_err)?;
 
     let started = std::time::Instant::now();
     let mut store = SqliteStore::open(&dir.join("berth.db"))?;
@@ -133,6 +148,11 @@ pub async fn start(
         heartbeat_ttl_ms: config.heartbeat_ttl.as_millis() as i64,
         down_grace_ms: 1_000,
         start_resend_ms: (config.heartbeat_interval.as_millis() as i64 * 2).max(500),
+        placement: berth_scheduler::PlaceConfig {
+            strategy: config.strategy,
+            starvation_ms: config.starvation_wait.as_millis() as i64,
+        },
+        require_registration: config.require_registration,
     };
     let st = state::State::from_snapshot(snapshot, state_config, engine::now_ms());
     tracing::info!(
@@ -153,8 +173,12 @@ pub async fn start(
         })?;
     let grpc_addr = listener.local_addr().map_err(io_err)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let closer = engine.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // End every worker session first: the gRPC server waits for open
+        // streams before it stops, and workers simply reconnect later.
+        let _ = closer.send(engine::Command::CloseSessions);
         let _ = stop_tx.send(true);
     });
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -171,14 +195,31 @@ pub async fn start(
                     source,
                 })?;
             let bound = l.local_addr().map_err(io_err)?;
-            tokio::spawn(http::serve(l, wait_stop(stop_rx.clone())));
+            let state = http::HttpState {
+                engine: engine.clone(),
+                logs: logs.clone(),
+                token: token.clone(),
+                stopping: stop_rx.clone(),
+            };
+            tokio::spawn(http::serve(l, state, wait_stop(stop_rx.clone())));
+            std::fs::write(dir.join("http.addr"), format!("http://{bound}\n")).map_err(io_err)?;
             Some(bound)
         }
-        None => None,
+        None => {
+            let _ = std::fs::remove_file(dir.join("http.addr"));
+            None
+        }
     };
 
-    let control = grpc::ControlService::new(engine.clone(), logs.clone(), token.clone());
-    let link = grpc::WorkerLinkService::new(engine, logs, token.clone(), config.heartbeat_interval);
+    let control =
+        grpc::ControlService::new(engine.clone(), logs.clone(), outputs.clone(), token.clone());
+    let link = grpc::WorkerLinkService::new(
+        engine,
+        logs,
+        outputs,
+        token.clone(),
+        config.heartbeat_interval,
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()

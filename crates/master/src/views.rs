@@ -36,7 +36,28 @@ pub fn worker(s: &State, w: &WorkerRecord) -> v1::Worker {
         drivers: w.drivers.clone(),
         gpus: w.gpus.iter().cloned().map(Into::into).collect(),
         last_seen_ms: w.last_seen_ms,
+        labels: berth_proto::labels_to_wire(w.labels.clone()),
+        drained: w.drained,
+        gpu_holders: gpu_holders(s, w),
     }
+}
+
+/// Which live attempt holds each of the worker's GPUs, by index.
+fn gpu_holders(s: &State, w: &WorkerRecord) -> Vec<v1::GpuHolder> {
+    let mut out: Vec<v1::GpuHolder> = s
+        .ledger()
+        .attempts_on(&w.id)
+        .filter_map(|id| s.attempt(id))
+        .flat_map(|a| {
+            a.gpu_ids.iter().map(|&index| v1::GpuHolder {
+                index,
+                task_id: a.task_id.0,
+                attempt_id: a.id.0,
+            })
+        })
+        .collect();
+    out.sort_by_key(|g| g.index);
+    out
 }
 
 pub fn workers(s: &State) -> Vec<v1::Worker> {

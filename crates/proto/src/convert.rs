@@ -30,6 +30,16 @@ impl From<v1::Resources> for Resources {
     }
 }
 
+pub fn labels_to_wire(l: Vec<(String, String)>) -> Vec<v1::Label> {
+    l.into_iter()
+        .map(|(key, value)| v1::Label { key, value })
+        .collect()
+}
+
+pub fn labels_from_wire(l: Vec<v1::Label>) -> Vec<(String, String)> {
+    l.into_iter().map(|x| (x.key, x.value)).collect()
+}
+
 /// `Option<Resources>` from the wire: absent means zero.
 pub fn resources_or_zero(r: Option<v1::Resources>) -> Resources {
     r.map(Resources::from).unwrap_or(Resources::ZERO)
@@ -50,6 +60,13 @@ impl From<TaskSpec> for v1::TaskSpec {
             resources: Some(s.resources.into()),
             retries: Some(s.retries),
             timeout_ms: s.timeout_ms,
+            priority: s.priority,
+            constraints: labels_to_wire(s.constraints),
+            strategy: s
+                .strategy
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default(),
+            pinned_worker: s.pinned_worker.unwrap_or_default(),
         }
     }
 }
@@ -72,6 +89,18 @@ impl TryFrom<v1::TaskSpec> for TaskSpec {
             resources: resources_or_zero(s.resources),
             retries: s.retries.unwrap_or(berth_core::task::DEFAULT_RETRIES),
             timeout_ms: s.timeout_ms,
+            priority: s.priority,
+            constraints: labels_from_wire(s.constraints),
+            strategy: match s.strategy.as_str() {
+                "" => None,
+                x => Some(berth_core::Strategy::parse(x).ok_or_else(|| {
+                    InputError::new(
+                        "strategy",
+                        format!("'{x}' is not a strategy; use binpack or spread"),
+                    )
+                })?),
+            },
+            pinned_worker: (!s.pinned_worker.is_empty()).then_some(s.pinned_worker),
         })
     }
 }

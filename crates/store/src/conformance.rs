@@ -24,6 +24,10 @@ pub fn sample_task(id: u64) -> TaskRecord {
             },
             retries: 2,
             timeout_ms: Some(60_000),
+            priority: -3,
+            constraints: vec![("zone".into(), "b".into())],
+            strategy: Some(berth_core::Strategy::Spread),
+            pinned_worker: Some("Tessa".into()),
         },
         state: TaskState::Queued,
         submitted_ms: 1_000 + id as i64,
@@ -53,6 +57,8 @@ pub fn sample_worker(id: &str) -> WorkerRecord {
         }],
         state: WorkerState::Ready,
         last_seen_ms: 5,
+        labels: vec![("gpu".into(), "a100".into())],
+        drained: true,
     }
 }
 
@@ -149,6 +155,35 @@ pub fn live_attempts_are_the_holding_ones<S: Store>(mut s: S) {
     );
 }
 
+/// Registrations are kept, idempotent, and can be withdrawn.
+pub fn registrations<S: Store>(mut s: S) {
+    s.commit(&[
+        Write::Register("b".into()),
+        Write::Register("a".into()),
+        Write::Register("a".into()),
+    ])
+    .unwrap();
+    s.commit(&[Write::Unregister("b".into())]).unwrap();
+    assert_eq!(s.load().unwrap().registrations, vec!["a".to_string()]);
+}
+
+/// A coalesced batch leaves the same records as the whole batch.
+pub fn coalesced_batches_are_equivalent<S: Store>(mut a: S, mut b: S) {
+    let mut t = sample_task(1);
+    let mut writes = vec![Write::Task(t.clone()), Write::Worker(sample_worker("w"))];
+    t.state = TaskState::Assigned;
+    writes.push(Write::Task(t.clone()));
+    writes.push(Write::Attempt(sample_attempt(1, 1, "w")));
+    writes.push(Write::RemoveWorker(WorkerId("w".into())));
+    t.state = TaskState::Running;
+    writes.push(Write::Task(t));
+    let short = crate::coalesce(writes.clone());
+    assert_eq!(short.len(), 3);
+    a.commit(&writes).unwrap();
+    b.commit(&short).unwrap();
+    assert_eq!(a.load().unwrap(), b.load().unwrap());
+}
+
 /// Run every check, each on a fresh store from `make`.
 pub fn run_all<S: Store>(make: impl Fn() -> S) {
     empty_loads_empty(make());
@@ -156,4 +191,6 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     writes_replace(make());
     remove_worker(make());
     live_attempts_are_the_holding_ones(make());
+    registrations(make());
+    coalesced_batches_are_equivalent(make(), make());
 }

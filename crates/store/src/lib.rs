@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub workers: Vec<WorkerRecord>,
+    /// Worker names allowed to join a cluster that requires registration.
+    pub registrations: Vec<String>,
 }
 
 /// One record change. A batch of them commits atomically.
@@ -37,6 +39,46 @@ pub enum Write {
     Worker(WorkerRecord),
     /// Forget a worker.
     RemoveWorker(WorkerId),
+    /// Allow a worker name to join (`register`).
+    Register(String),
+    /// Withdraw a name's registration.
+    Unregister(String),
+}
+
+/// Keep only the last write of each record, at the place of its first
+/// write: a batch that submits, places and starts a task writes its row
+/// once, still before its attempt's (which references it). Applying the
+/// result is the same as applying the whole batch.
+pub fn coalesce(writes: Vec<Write>) -> Vec<Write> {
+    #[derive(PartialEq, Eq, Hash)]
+    enum Key {
+        Task(u64),
+        Attempt(u64),
+        Worker(String),
+        Registration(String),
+    }
+    fn key(w: &Write) -> Key {
+        match w {
+            Write::Task(t) => Key::Task(t.id.0),
+            Write::Attempt(a) => Key::Attempt(a.id.0),
+            Write::Worker(w) => Key::Worker(w.id.0.clone()),
+            Write::RemoveWorker(id) => Key::Worker(id.0.clone()),
+            Write::Register(n) | Write::Unregister(n) => Key::Registration(n.clone()),
+        }
+    }
+    let mut slot: std::collections::HashMap<Key, usize> =
+        std::collections::HashMap::with_capacity(writes.len());
+    let mut out: Vec<Write> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match slot.entry(key(&w)) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = w,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
 }
 
 /// A durable record store. `commit` returns only once the batch is durable.

@@ -10,6 +10,7 @@ pub struct MemStore {
     tasks: BTreeMap<TaskId, TaskRecord>,
     attempts: BTreeMap<AttemptId, AttemptRecord>,
     workers: BTreeMap<WorkerId, WorkerRecord>,
+    registrations: std::collections::BTreeSet<String>,
     /// Number of batches committed (simulations read it).
     pub commits: u64,
 }
@@ -26,6 +27,7 @@ impl Store for MemStore {
             tasks: self.tasks.values().cloned().collect(),
             attempts: self.attempts.values().cloned().collect(),
             workers: self.workers.values().cloned().collect(),
+            registrations: self.registrations.iter().cloned().collect(),
         })
     }
 
@@ -43,6 +45,12 @@ impl Store for MemStore {
                 }
                 Write::RemoveWorker(id) => {
                     self.workers.remove(id);
+                }
+                Write::Register(n) => {
+                    self.registrations.insert(n.clone());
+                }
+                Write::Unregister(n) => {
+                    self.registrations.remove(n);
                 }
             }
         }

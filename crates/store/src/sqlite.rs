@@ -58,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: find resource-holding attempts without a scan.
     "CREATE INDEX attempts_by_state ON attempts(state);",
+    // 3: worker labels, operator drain, and the names allowed to register.
+    "ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE workers ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE registrations (name TEXT PRIMARY KEY);",
 ];
 
 const ATTEMPT_COLUMNS: &str = "id, task_id, worker_id, state, cpu_millis, memory_bytes, storage_bytes, gpus, gpu_ids, created_ms, started_ms, ended_ms, exit_code, reason";
@@ -150,16 +154,17 @@ fn corrupt(what: String, detail: impl ToString) -> StoreError {
 type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
 
 fn row_to_task(r: &rusqlite::Row<'_>) -> RowResult<TaskRecord> {
+    // Borrowed text, and the error context built only on error: this runs
+    // once per record at every master start.
     let id: i64 = r.get(0)?;
-    let state: String = r.get(1)?;
-    let spec: String = r.get(2)?;
-    let what = format!("task {id}");
-    let Some(state) = TaskState::parse(&state) else {
-        return Ok(Err(corrupt(what, format!("unknown state '{state}'"))));
+    let what = || format!("task {id}");
+    let state = r.get_ref(1)?.as_str()?;
+    let Some(state) = TaskState::parse(state) else {
+        return Ok(Err(corrupt(what(), format!("unknown state '{state}'"))));
     };
-    let spec: TaskSpec = match serde_json::from_str(&spec) {
+    let spec: TaskSpec = match serde_json::from_str(r.get_ref(2)?.as_str()?) {
         Ok(s) => s,
-        Err(e) => return Ok(Err(corrupt(what, e))),
+        Err(e) => return Ok(Err(corrupt(what(), e))),
     };
     Ok(Ok(TaskRecord {
         id: TaskId(id as u64),
@@ -175,15 +180,19 @@ fn row_to_task(r: &rusqlite::Row<'_>) -> RowResult<TaskRecord> {
 
 fn row_to_attempt(r: &rusqlite::Row<'_>) -> RowResult<AttemptRecord> {
     let id: i64 = r.get(0)?;
-    let state: String = r.get(3)?;
-    let gpu_ids: String = r.get(8)?;
-    let what = format!("attempt {id}");
-    let Some(state) = AttemptState::parse(&state) else {
-        return Ok(Err(corrupt(what, format!("unknown state '{state}'"))));
+    let what = || format!("attempt {id}");
+    let state = r.get_ref(3)?.as_str()?;
+    let gpu_ids = r.get_ref(8)?.as_str()?;
+    let Some(state) = AttemptState::parse(state) else {
+        return Ok(Err(corrupt(what(), format!("unknown state '{state}'"))));
     };
-    let gpu_ids: Vec<u32> = match serde_json::from_str(&gpu_ids) {
-        Ok(g) => g,
-        Err(e) => return Ok(Err(corrupt(what, e))),
+    let gpu_ids: Vec<u32> = if gpu_ids == "[]" {
+        Vec::new() // the common case, without a parse
+    } else {
+        match serde_json::from_str(gpu_ids) {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(corrupt(what(), e))),
+        }
     };
     Ok(Ok(AttemptRecord {
         id: AttemptId(id as u64),
@@ -235,6 +244,16 @@ fn row_to_worker(r: &rusqlite::Row<'_>) -> RowResult<WorkerRecord> {
         drivers,
         gpus,
         last_seen_ms: r.get(9)?,
+        labels: match serde_json::from_str(&r.get::<_, String>(10)?) {
+            Ok(l) => l,
+            Err(e) => {
+                return Ok(Err(corrupt(
+                    format!("worker {}", r.get::<_, String>(0)?),
+                    e,
+                )));
+            }
+        },
+        drained: r.get::<_, i64>(11)? != 0,
     }))
 }
 
@@ -254,20 +273,49 @@ fn collect<T>(
 
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot {
-            tasks: collect(
+        // Tasks and attempts are read at the same time, on two connections
+        // (WAL allows concurrent readers): start-up time is what a restart
+        // costs the whole cluster.
+        let path = self.path.clone();
+        let (tasks, attempts) = std::thread::scope(|scope| {
+            let attempts = scope.spawn(move || {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(StoreError::Load)?;
+                collect(
+                    &conn,
+                    &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id"),
+                    row_to_attempt,
+                )
+            });
+            let tasks = collect(
                 &self.conn,
                 "SELECT id, state, spec, submitted_ms, ended_ms, exit_code, reason, cancel_requested FROM tasks ORDER BY id",
                 row_to_task,
-            )?,
-            attempts: collect(
-                &self.conn,
-                &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id"),
-                row_to_attempt,
-            )?,
+            );
+            let attempts = attempts.join().expect("attempt loader panicked");
+            (tasks, attempts)
+        });
+        Ok(Snapshot {
+            tasks: tasks?,
+            attempts: attempts?,
+            registrations: {
+                let mut stmt = self
+                    .conn
+                    .prepare("SELECT name FROM registrations ORDER BY name")
+                    .map_err(StoreError::Load)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(StoreError::Load)?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::Load)?
+            },
             workers: collect(
                 &self.conn,
-                "SELECT id, name, state, cpu_millis, memory_bytes, storage_bytes, gpus, drivers, gpu_info, last_seen_ms FROM workers ORDER BY id",
+                "SELECT id, name, state, cpu_millis, memory_bytes, storage_bytes, gpus, drivers, gpu_info, last_seen_ms, labels, drained FROM workers ORDER BY id",
                 row_to_worker,
             )?,
         })
@@ -302,8 +350,8 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             let mut worker_stmt = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO workers (id, name, state, cpu_millis, memory_bytes, storage_bytes, gpus, drivers, gpu_info, last_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT OR REPLACE INTO workers (id, name, state, cpu_millis, memory_bytes, storage_bytes, gpus, drivers, gpu_info, last_seen_ms, labels, drained)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(err)?;
             for w in writes {
@@ -347,6 +395,7 @@ impl Store for SqliteStore {
                     Write::Worker(w) => {
                         let drivers = serde_json::to_string(&w.drivers).expect("drivers serialise");
                         let gpus = serde_json::to_string(&w.gpus).expect("gpus serialise");
+                        let labels = serde_json::to_string(&w.labels).expect("labels serialise");
                         worker_stmt
                             .execute(params![
                                 w.id.0,
@@ -358,12 +407,25 @@ impl Store for SqliteStore {
                                 w.total.gpus as i64,
                                 drivers,
                                 gpus,
-                                w.last_seen_ms
+                                w.last_seen_ms,
+                                labels,
+                                w.drained as i64
                             ])
                             .map_err(err)?;
                     }
                     Write::RemoveWorker(id) => {
                         tx.execute("DELETE FROM workers WHERE id = ?1", [&id.0])
+                            .map_err(err)?;
+                    }
+                    Write::Register(name) => {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO registrations (name) VALUES (?1)",
+                            [name],
+                        )
+                        .map_err(err)?;
+                    }
+                    Write::Unregister(name) => {
+                        tx.execute("DELETE FROM registrations WHERE name = ?1", [name])
                             .map_err(err)?;
                     }
                 }

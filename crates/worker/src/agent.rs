@@ -8,11 +8,15 @@
 //! writes them at their offsets, so this is idempotent) and every
 //! unacknowledged final result is resent. The attempt folders are the
 //! durable outbox: a result is forgotten only after the master's ack.
+//!
+//! How an attempt runs is its driver's business (`driver`): the agent
+//! picks the driver by the task's kind, and every driver records the
+//! outcome in the attempt folder, from which [`final_report`] reads it.
 
 use crate::attempt_dir::{AttemptDir, Meta, Tombstones};
-use crate::process;
+use crate::driver::{Drivers, Launch, Signal};
 use crate::{Detected, WorkerConfig, WorkerError};
-use berth_core::{AttemptId, AttemptState, DriverKind, Resources, TaskId, TaskSpec};
+use berth_core::{AttemptId, AttemptState, Resources, TaskId, TaskSpec};
 use berth_proto::v1::master_message::Body as In;
 use berth_proto::v1::worker_link_client::WorkerLinkClient;
 use berth_proto::v1::worker_message::Body as Out;
@@ -20,7 +24,7 @@ use berth_proto::{
     BearerToken, HeldReport, attempt_of_final_seq, final_seq as seq_final,
     running_seq as seq_running, v1,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -34,7 +38,11 @@ const LOG_PER_TICK: u64 = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 enum Phase {
-    Running { pgid: i32, kill_at: Option<Instant> },
+    /// Started (or starting) and not yet ended; `kill_at` is set while a
+    /// stop is under way: when to force it.
+    Running {
+        kill_at: Option<Instant>,
+    },
     Finished(HeldReport),
 }
 
@@ -59,6 +67,14 @@ fn epoch_ms() -> i64 {
 /// The result of an attempt from what its folder says.
 fn final_report(dir: &AttemptDir, exit: Option<i32>) -> HeldReport {
     let id = dir.id;
+    if let Some(reason) = dir.failed() {
+        return HeldReport {
+            attempt_id: id,
+            state: AttemptState::Failed,
+            exit_code: None,
+            reason,
+        };
+    }
     if dir.is_timed_out() {
         let limit = dir.limit().map_or(0, |(_, l)| l);
         return HeldReport {
@@ -102,7 +118,7 @@ pub struct Agent {
     done: Tombstones,
     attempts: BTreeMap<AttemptId, Local>,
     out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
-    exits_tx: mpsc::UnboundedSender<AttemptId>,
+    drivers: Drivers,
     stop_grace: Duration,
     /// Shutdown was asked for with drain-on-exit: no new work, exit once
     /// everything held has finished and been acknowledged.
@@ -111,11 +127,12 @@ pub struct Agent {
 
 impl Agent {
     /// Load local state: every attempt folder is re-attached (running) or
-    /// queued for reporting (finished while the agent was away).
+    /// queued for reporting (finished while the agent was away). Runs
+    /// inside the tokio runtime (drivers may start watchers).
     pub fn new(
         cfg: WorkerConfig,
         det: Detected,
-        exits_tx: mpsc::UnboundedSender<AttemptId>,
+        mut drivers: Drivers,
     ) -> Result<Agent, WorkerError> {
         let root = cfg.data_dir.join("attempts");
         let io = |source| WorkerError::DataDir {
@@ -131,16 +148,22 @@ impl Agent {
                 let _ = dir.remove();
                 continue;
             };
-            let phase = match (dir.exit_status(), dir.pid()) {
-                (Some(code), _) => Phase::Finished(final_report(&dir, Some(code))),
-                (None, Some(pid)) if process::supervisor_alive(&dir) => {
-                    tracing::info!(attempt = %dir.id, pid, "re-attached to running attempt");
-                    Phase::Running {
-                        pgid: pid,
-                        kill_at: None,
+            let exit = dir.exit_status();
+            let phase = if exit.is_some() || dir.failed().is_some() {
+                Phase::Finished(final_report(&dir, exit))
+            } else {
+                match drivers.get(meta.driver).map(|d| d.reattach(&dir)) {
+                    Some(true) => Phase::Running { kill_at: None },
+                    Some(false) => Phase::Finished(final_report(&dir, dir.exit_status())),
+                    None => {
+                        let reason = format!(
+                            "the agent restarted without its {} driver and could not re-attach",
+                            meta.driver.as_str()
+                        );
+                        let _ = dir.set_failed(&reason);
+                        Phase::Finished(final_report(&dir, None))
                     }
                 }
-                (None, _) => Phase::Finished(final_report(&dir, None)),
             };
             attempts.insert(
                 dir.id,
@@ -160,7 +183,7 @@ impl Agent {
             done,
             attempts,
             out: None,
-            exits_tx,
+            drivers,
             stop_grace,
             draining: false,
         })
@@ -238,6 +261,8 @@ impl Agent {
 
     fn fail_now(&mut self, dir: AttemptDir, meta: Meta, reason: String) {
         tracing::warn!(attempt = %dir.id, %reason, "attempt failed to start");
+        // Kept in the folder, so a restarted agent reports the same.
+        let _ = dir.set_failed(&reason);
         let report = HeldReport {
             attempt_id: dir.id,
             state: AttemptState::Failed,
@@ -263,13 +288,14 @@ impl Agent {
         }
         let dir = AttemptDir::new(&self.root, id);
         let spec = s.spec.map(TaskSpec::try_from);
-        let resources = match &spec {
-            Some(Ok(spec)) => spec.resources,
-            _ => Resources::ZERO,
+        let (resources, driver) = match &spec {
+            Some(Ok(spec)) => (spec.resources, spec.driver),
+            _ => (Resources::ZERO, berth_core::DriverKind::Process),
         };
         let meta = Meta {
             task: TaskId(s.task_id),
             resources,
+            driver,
         };
         if let Err(e) = dir.create(meta) {
             return self.fail_now(dir, meta, format!("creating the attempt folder: {e}"));
@@ -279,7 +305,7 @@ impl Agent {
             Some(Err(e)) => return self.fail_now(dir, meta, format!("invalid task spec: {e}")),
             None => return self.fail_now(dir, meta, "start message without a task spec".into()),
         };
-        if spec.driver != DriverKind::Process {
+        if self.drivers.get_ref(spec.driver).is_none() {
             let reason = format!(
                 "worker {} has no {} driver",
                 self.cfg.name,
@@ -290,46 +316,32 @@ impl Agent {
         if let Err(short) = resources.fits_within(&self.allocated(), &self.det.total) {
             return self.fail_now(dir, meta, format!("worker admission refused: {short}"));
         }
-        let path_var = spec
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str());
-        if process::resolve(&spec.command[0], path_var).is_none() {
-            let reason = format!("starting `{}`: command not found on PATH", spec.command[0]);
-            return self.fail_now(dir, meta, reason);
-        }
         if let Some(limit) = spec.timeout_ms
             && let Err(e) = dir.set_limit(epoch_ms() + limit as i64, limit)
         {
             return self.fail_now(dir, meta, format!("recording the time limit: {e}"));
         }
-        let mut env = spec.env.clone();
-        env.push(("BERTH_TASK_ID".into(), s.task_id.to_string()));
-        env.push(("BERTH_ATTEMPT_ID".into(), id.0.to_string()));
-        env.push((
-            "BERTH_OUTPUT_DIR".into(),
-            dir.output().display().to_string(),
-        ));
-        if !s.gpu_ids.is_empty() {
-            let ids: Vec<String> = s.gpu_ids.iter().map(u32::to_string).collect();
-            env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
-            env.push(("NVIDIA_VISIBLE_DEVICES".into(), ids.join(",")));
-        }
-        let mut child = match process::spawn(&dir, &spec.command, &env) {
-            Ok(c) => c,
-            Err(e) => return self.fail_now(dir, meta, format!("starting the supervisor: {e}")),
+        let launch = Launch {
+            dir: dir.clone(),
+            task: TaskId(s.task_id),
+            spec,
+            gpu_ids: s.gpu_ids,
+            env: vec![
+                ("BERTH_TASK_ID".into(), s.task_id.to_string()),
+                ("BERTH_ATTEMPT_ID".into(), id.0.to_string()),
+            ],
         };
-        let pid = child.id().unwrap_or(0);
-        if let Err(e) = dir.set_pid(pid) {
-            tracing::warn!(attempt = %id, error = %e, "could not record the supervisor pid");
+        let started = match self.drivers.get(driver) {
+            Some(d) => d.start(launch),
+            None => Err(format!(
+                "worker {} has no {} driver",
+                self.cfg.name,
+                driver.as_str()
+            )),
+        };
+        if let Err(reason) = started {
+            return self.fail_now(dir, meta, reason);
         }
-        let exits = self.exits_tx.clone();
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-            let _ = exits.send(id);
-        });
-        tracing::info!(attempt = %id, task = s.task_id, pid, "attempt started");
         self.send_update(
             seq_running(id),
             &HeldReport {
@@ -344,10 +356,7 @@ impl Agent {
             Local {
                 dir,
                 meta,
-                phase: Phase::Running {
-                    pgid: pid as i32,
-                    kill_at: None,
-                },
+                phase: Phase::Running { kill_at: None },
                 shipped: 0,
             },
         );
@@ -359,12 +368,15 @@ impl Agent {
         match self.attempts.get_mut(&id) {
             Some(Local {
                 dir,
-                phase: Phase::Running { pgid, kill_at },
+                meta,
+                phase: Phase::Running { kill_at },
                 ..
             }) if kill_at.is_none() => {
                 tracing::info!(attempt = %id, reason = %s.reason, "stopping attempt");
                 let _ = dir.mark_stopped();
-                process::signal_group(*pgid, libc::SIGTERM);
+                if let Some(d) = self.drivers.get(meta.driver) {
+                    d.signal(dir, Signal::Term);
+                }
                 *kill_at = Some(Instant::now() + grace);
             }
             // Already stopping: the SIGKILL deadline stands.
@@ -412,11 +424,15 @@ impl Agent {
             return;
         }
         let exit = l.dir.exit_status();
-        let report = final_report(&l.dir, exit);
+        let mut report = final_report(&l.dir, exit);
         if exit.is_none() {
             // Keep the outcome across a restart of the agent.
             let _ = l.dir.set_exit_status(-1);
         }
+        // The attempt has ended and its outcome is on disk. What the
+        // master must have before the final report goes first: the output
+        // files (an output over the limit fails the report), the whole log.
+        crate::outputs::finish(&l.dir, &mut report, self.cfg.max_output, self.out.as_ref());
         tracing::info!(attempt = %id, state = %report.state, exit = ?exit, "attempt ended");
         l.phase = Phase::Finished(report.clone());
         self.ship_logs(id, true);
@@ -431,19 +447,23 @@ impl Agent {
         let grace = self.stop_grace;
         let mut ended = Vec::new();
         for (id, l) in &mut self.attempts {
-            if let Phase::Running { pgid, kill_at } = &mut l.phase {
-                if l.dir.exit_status().is_some() || !process::supervisor_alive(&l.dir) {
+            if let Phase::Running { kill_at } = &mut l.phase {
+                let Some(driver) = self.drivers.get(l.meta.driver) else {
+                    ended.push(*id);
+                    continue;
+                };
+                if !driver.running(&l.dir) {
                     ended.push(*id);
                 } else if kill_at.is_none()
                     && l.dir.limit().is_some_and(|(deadline, _)| wall >= deadline)
                 {
                     tracing::info!(attempt = %id, "time limit reached; stopping attempt");
                     let _ = l.dir.mark_timed_out();
-                    process::signal_group(*pgid, libc::SIGTERM);
+                    driver.signal(&l.dir, Signal::Term);
                     *kill_at = Some(now + grace);
                 } else if kill_at.is_some_and(|t| now >= t) {
-                    tracing::warn!(attempt = %id, "grace period over; sending SIGKILL");
-                    process::signal_group(*pgid, libc::SIGKILL);
+                    tracing::warn!(attempt = %id, "grace period over; forcing it to stop");
+                    driver.signal(&l.dir, Signal::Kill);
                     *kill_at = None;
                 }
             }
@@ -451,12 +471,13 @@ impl Agent {
         for id in ended {
             self.on_exit(id);
         }
-        let running: Vec<AttemptId> = self
+        let running: BTreeSet<AttemptId> = self
             .attempts
             .iter()
             .filter(|(_, l)| matches!(l.phase, Phase::Running { .. }))
             .map(|(id, _)| *id)
             .collect();
+        self.drivers.housekeeping(&running);
         for id in running {
             self.ship_logs(id, false);
         }
@@ -522,8 +543,22 @@ impl Agent {
                 total: Some(self.det.total.into()),
                 drivers: self.det.drivers.clone(),
                 gpus: self.det.gpus.iter().cloned().map(Into::into).collect(),
-                held: self.held(),
+                // A finished attempt is announced as running: its result
+                // follows its output files and log on this stream (below)
+                // and must not be applied before they have arrived.
+                held: self
+                    .held()
+                    .into_iter()
+                    .map(|h| v1::HeldAttempt {
+                        state: AttemptState::Running.as_str().to_string(),
+                        has_exit_code: false,
+                        exit_code: 0,
+                        reason: String::new(),
+                        ..h
+                    })
+                    .collect(),
                 draining: self.draining,
+                labels: berth_proto::labels_to_wire(self.cfg.labels.clone()),
             })),
         });
         let mut inbound = match client
@@ -564,11 +599,15 @@ impl Agent {
         tracing::info!(master = %self.cfg.master, held = self.attempts.len(), "session established");
         *connected = true;
         self.out = Some(tx);
-        // Resynchronise: all logs from the start, then every unacked result.
+        // Resynchronise: all logs from the start, then every unacked result
+        // after the output files of its attempt.
         let ids: Vec<AttemptId> = self.attempts.keys().copied().collect();
         for id in ids {
             if let Some(l) = self.attempts.get_mut(&id) {
                 l.shipped = 0;
+                if let Phase::Finished(r) = &mut l.phase {
+                    crate::outputs::finish(&l.dir, r, self.cfg.max_output, self.out.as_ref());
+                }
             }
             self.ship_logs(id, true);
             if let Some(Local {
@@ -655,10 +694,11 @@ impl Agent {
 pub async fn run(
     cfg: WorkerConfig,
     det: Detected,
+    drivers: Drivers,
+    mut exits: mpsc::UnboundedReceiver<AttemptId>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let (exits_tx, mut exits) = mpsc::unbounded_channel();
-    let mut agent = Agent::new(cfg, det, exits_tx)?;
+    let mut agent = Agent::new(cfg, det, drivers)?;
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -679,5 +719,203 @@ pub async fn run(
             return Ok(());
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The agent against the scriptable mock driver: no master, no
+    //! processes; the messages it would send are read from its channel.
+    use super::*;
+    use crate::driver::mock::{MockDriver, MockLog};
+    use berth_core::DriverKind;
+
+    struct Rig {
+        agent: Agent,
+        sent: mpsc::UnboundedReceiver<v1::WorkerMessage>,
+        mock: MockLog,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig_in(dir: tempfile::TempDir) -> Rig {
+        let (exits, _rx) = mpsc::unbounded_channel();
+        let (driver, mock) = MockDriver::new(exits);
+        let mut cfg = WorkerConfig::new(
+            "http://127.0.0.1:1".into(),
+            String::new(),
+            "Tessa".into(),
+            dir.path().to_path_buf(),
+        );
+        cfg.stop_grace = Duration::from_millis(50);
+        let det = Detected {
+            total: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 4 << 30,
+                storage_bytes: 0,
+                gpus: 0,
+            },
+            gpus: vec![],
+            drivers: vec!["process".into()],
+            node_id: "node-1".into(),
+        };
+        let drivers = Drivers {
+            process: Box::new(driver),
+            docker: None,
+        };
+        let mut agent = Agent::new(cfg, det, drivers).unwrap();
+        let (tx, sent) = mpsc::unbounded_channel();
+        agent.out = Some(tx);
+        Rig {
+            agent,
+            sent,
+            mock,
+            _dir: dir,
+        }
+    }
+
+    fn rig() -> Rig {
+        rig_in(tempfile::tempdir().unwrap())
+    }
+
+    fn start(id: u64, script: &[&str]) -> v1::StartAttempt {
+        let spec = TaskSpec::process(
+            script.iter().map(|s| s.to_string()).collect(),
+            Resources {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 20,
+                storage_bytes: 0,
+                gpus: 0,
+            },
+        );
+        v1::StartAttempt {
+            attempt_id: id,
+            task_id: id * 10,
+            spec: Some(spec.into()),
+            gpu_ids: vec![],
+        }
+    }
+
+    /// Every attempt update sent so far, as (seq, state, reason).
+    fn updates(r: &mut Rig) -> Vec<(u64, String, String)> {
+        let mut out = Vec::new();
+        while let Ok(m) = r.sent.try_recv() {
+            if let Some(Out::Update(u)) = m.body {
+                let a = u.attempt.unwrap();
+                out.push((u.seq, a.state, a.reason));
+            }
+        }
+        out
+    }
+
+    /// Poll until attempt `id` has finished (at most 5 s).
+    async fn finish(r: &mut Rig, id: u64) -> HeldReport {
+        for _ in 0..500 {
+            r.agent.poll();
+            if let Some(Local {
+                phase: Phase::Finished(rep),
+                ..
+            }) = r.agent.attempts.get(&AttemptId(id))
+            {
+                return rep.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("attempt {id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn runs_reports_and_forgets_after_the_ack() {
+        let mut r = rig();
+        r.agent
+            .on_start(start(1, &["run_for=20", "exit_code=3", "log=hello"]));
+        assert_eq!(r.agent.allocated().cpu_millis, 1000);
+        let rep = finish(&mut r, 1).await;
+        assert_eq!(rep.state, AttemptState::Failed);
+        assert_eq!(rep.reason, "exited with code 3");
+        assert_eq!(rep.exit_code, Some(3));
+        assert_eq!(r.agent.allocated(), Resources::ZERO);
+        // In order: running, the log, then the final result.
+        let mut order = Vec::new();
+        while let Ok(m) = r.sent.try_recv() {
+            match m.body {
+                Some(Out::Update(u)) => order.push(u.attempt.unwrap().state),
+                Some(Out::Log(c)) if !c.data.is_empty() => {
+                    order.push(String::from_utf8(c.data).unwrap())
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(order, vec!["running", "hello", "failed"]);
+        let dir = r.agent.attempts[&AttemptId(1)].dir.clone();
+        r.agent.on_ack(seq_final(AttemptId(1)));
+        assert!(!dir.exists());
+        assert!(r.agent.attempts.is_empty());
+        // A late duplicate start does not run it again.
+        r.agent.on_start(start(1, &["run_for=20"]));
+        assert!(r.agent.attempts.is_empty());
+        assert_eq!(r.mock.started(), vec![AttemptId(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_start_error_fails_at_once_and_survives_a_restart() {
+        let mut r = rig();
+        r.agent
+            .on_start(start(2, &["start_error=image `nope` not found"]));
+        let u = updates(&mut r);
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(u[0].1, "failed");
+        assert_eq!(u[0].2, "image `nope` not found");
+        assert_eq!(r.agent.allocated(), Resources::ZERO);
+        // The folder keeps the reason: a restarted agent reports the same.
+        let Rig { agent, _dir, .. } = r;
+        drop(agent);
+        let r2 = rig_in(_dir);
+        match &r2.agent.attempts[&AttemptId(2)].phase {
+            Phase::Finished(rep) => {
+                assert_eq!(rep.state, AttemptState::Failed);
+                assert_eq!(rep.reason, "image `nope` not found");
+            }
+            Phase::Running { .. } => panic!("must be finished"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_terms_then_kills_after_the_grace() {
+        let mut r = rig();
+        r.agent
+            .on_start(start(3, &["run_for=60000", "ignore_term"]));
+        r.agent.on_stop(v1::StopAttempt {
+            attempt_id: 3,
+            reason: "cancel".into(),
+        });
+        let rep = finish(&mut r, 3).await;
+        assert_eq!(rep.state, AttemptState::Cancelled);
+        let sigs: Vec<Signal> = r.mock.signals().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(sigs, vec![Signal::Term, Signal::Kill]);
+    }
+
+    #[tokio::test]
+    async fn a_time_limit_stops_the_attempt_as_timed_out() {
+        let mut r = rig();
+        let mut s = start(4, &["run_for=60000"]);
+        s.spec.as_mut().unwrap().timeout_ms = Some(30);
+        r.agent.on_start(s);
+        let rep = finish(&mut r, 4).await;
+        assert_eq!(rep.state, AttemptState::TimedOut);
+        assert_eq!(r.mock.signals(), vec![(AttemptId(4), Signal::Term)]);
+    }
+
+    #[tokio::test]
+    async fn a_task_for_a_missing_driver_fails_naming_it() {
+        let mut r = rig();
+        let mut s = start(5, &["run_for=10"]);
+        let spec = s.spec.as_mut().unwrap();
+        spec.driver = DriverKind::Docker.as_str().into();
+        spec.image = "berth-test/busybox:latest".into();
+        r.agent.on_start(s);
+        let u = updates(&mut r);
+        assert_eq!(u.last().unwrap().1, "failed");
+        assert_eq!(u.last().unwrap().2, "worker Tessa has no docker driver");
+        assert!(r.mock.started().is_empty());
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! | file      | written by  | meaning                                        |
 //! |-----------|-------------|------------------------------------------------|
-//! | `meta`    | agent       | task id and the resources the attempt holds    |
-//! | `pid`     | agent       | the supervisor's pid (= its process group)     |
+//! | `meta`    | agent       | task id, the resources it holds, its driver    |
+//! | `pid`     | agent       | process driver: the supervisor's pid (= group) |
+//! | `container` | docker driver | the container's id, once created           |
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
 //! | `exit`    | supervisor  | the exit status, written atomically at the end |
+//! | `failed`  | driver      | why it could not start (the outcome is failed) |
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
 //! | `timed_out` | agent     | stopped for running past its limit             |
@@ -18,7 +20,7 @@
 //! tombstone `DATA_DIR/done/ID` so a late duplicate start never runs the
 //! attempt a second time. Tombstones are pruned after [`TOMBSTONE_TTL`].
 
-use berth_core::{AttemptId, Resources, TaskId};
+use berth_core::{AttemptId, DriverKind, Resources, TaskId};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,6 +79,7 @@ pub struct AttemptDir {
 pub struct Meta {
     pub task: TaskId,
     pub resources: Resources,
+    pub driver: DriverKind,
 }
 
 impl AttemptDir {
@@ -122,18 +125,35 @@ impl AttemptDir {
         write_atomic(
             &self.path.join("meta"),
             &format!(
-                "{} {} {} {} {}\n",
-                meta.task.0, r.cpu_millis, r.memory_bytes, r.storage_bytes, r.gpus
+                "{} {} {} {} {} {}\n",
+                meta.task.0,
+                r.cpu_millis,
+                r.memory_bytes,
+                r.storage_bytes,
+                r.gpus,
+                meta.driver.as_str()
             ),
         )?;
         fs::File::create(self.log())?;
         Ok(())
     }
 
+    /// The recorded meta. Folders written before drivers were recorded
+    /// (five fields) belong to the process driver.
     pub fn meta(&self) -> io::Result<Meta> {
         let text = fs::read_to_string(self.path.join("meta"))?;
-        let n: Vec<u64> = text
-            .split_whitespace()
+        let mut fields: Vec<&str> = text.split_whitespace().collect();
+        let driver = match fields.len() {
+            6 => {
+                let d = fields.pop().unwrap_or_default();
+                DriverKind::parse(d).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("meta: driver {d:?}"))
+                })?
+            }
+            _ => DriverKind::Process,
+        };
+        let n: Vec<u64> = fields
+            .into_iter()
             .map(|x| x.parse::<u64>())
             .collect::<Result<_, _>>()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta: {e}")))?;
@@ -151,7 +171,29 @@ impl AttemptDir {
                 storage_bytes: n[3],
                 gpus: n[4] as u32,
             },
+            driver,
         })
+    }
+
+    /// Record the container that runs this attempt.
+    pub fn set_container(&self, id: &str) -> io::Result<()> {
+        write_atomic(&self.path.join("container"), &format!("{id}\n"))
+    }
+
+    pub fn container(&self) -> Option<String> {
+        let id = fs::read_to_string(self.path.join("container")).ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    }
+
+    /// Record why the attempt could not start; its outcome is `failed`
+    /// with this reason, whatever else the folder says.
+    pub fn set_failed(&self, reason: &str) -> io::Result<()> {
+        write_atomic(&self.path.join("failed"), reason)
+    }
+
+    pub fn failed(&self) -> Option<String> {
+        fs::read_to_string(self.path.join("failed")).ok()
     }
 
     pub fn set_pid(&self, pid: u32) -> io::Result<()> {
@@ -226,4 +268,53 @@ fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, text)?;
     fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_records_the_driver_and_reads_older_folders_as_process() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = AttemptDir::new(root.path(), AttemptId(5));
+        let meta = Meta {
+            task: TaskId(2),
+            resources: Resources {
+                cpu_millis: 2000,
+                memory_bytes: 256 << 20,
+                storage_bytes: 0,
+                gpus: 1,
+            },
+            driver: DriverKind::Docker,
+        };
+        dir.create(meta).unwrap();
+        assert_eq!(dir.meta().unwrap(), meta);
+        // A folder written before drivers were recorded.
+        fs::write(dir.path.join("meta"), "2 2000 268435456 0 1\n").unwrap();
+        assert_eq!(dir.meta().unwrap().driver, DriverKind::Process);
+        fs::write(dir.path.join("meta"), "2 2000 268435456 0 1 vm\n").unwrap();
+        assert!(dir.meta().is_err());
+    }
+
+    #[test]
+    fn container_and_failure_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = AttemptDir::new(root.path(), AttemptId(6));
+        dir.create(Meta {
+            task: TaskId(1),
+            resources: Resources::ZERO,
+            driver: DriverKind::Docker,
+        })
+        .unwrap();
+        assert_eq!(dir.container(), None);
+        assert_eq!(dir.failed(), None);
+        dir.set_container("abc123").unwrap();
+        dir.set_failed("image `x` is not on this worker").unwrap();
+        assert_eq!(dir.container().as_deref(), Some("abc123"));
+        assert_eq!(
+            dir.failed().as_deref(),
+            Some("image `x` is not on this worker")
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! What this machine offers: CPU cores, memory, the disk holding the data
-//! dir, and GPUs (through `nvidia-smi`). Command-line overrides replace
-//! whatever was detected.
+//! dir, GPUs (through `nvidia-smi`) and drivers (`docker` when the engine
+//! answers on its socket). Command-line overrides replace whatever was
+//! detected.
 
 use crate::{Detected, WorkerConfig, WorkerError};
 use berth_core::{GpuInfo, Resources};
@@ -114,10 +115,14 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
             .unwrap_or(0),
         gpus: gpus.len() as u32,
     };
+    let mut drivers = vec!["process".to_string()];
+    if crate::docker::engine_answers() {
+        drivers.push("docker".to_string());
+    }
     Ok(Detected {
         total,
         gpus,
-        drivers: vec!["process".to_string()],
+        drivers,
         node_id,
     })
 }

@@ -4,8 +4,15 @@
 //!   stable node id.
 //! * `attempt_dir` — an attempt's local folder: its state on disk, which
 //!   survives agent restarts and is the durable outbox of results.
-//! * `process` — the process driver: a small `sh` supervisor per attempt
-//!   that outlives the agent and records the exit status.
+//! * `driver` — the small trait every driver implements, and the process
+//!   driver behind it.
+//! * `process` — the process driver's `sh` supervisor: one per attempt, it
+//!   outlives the agent and records the exit status.
+//! * `docker` — the docker driver: one labelled container per attempt
+//!   through the Docker Engine API, re-attached by label, dangling ones
+//!   reaped.
+//! * `outputs` — an ended attempt's output files, sealed and sent to the
+//!   master before its final result.
 //! * `agent` — the session with the master and the local attempt table.
 //!
 //! Entry points: [`detect`], [`run`].
@@ -13,6 +20,9 @@
 mod agent;
 pub mod attempt_dir;
 pub mod detect;
+pub mod docker;
+pub mod driver;
+pub mod outputs;
 pub mod process;
 
 use berth_core::{GpuInfo, Resources};
@@ -39,6 +49,16 @@ pub struct WorkerConfig {
     /// finish (and be acknowledged) before exiting. Without it the agent
     /// exits at once and its tasks keep running, to be re-attached.
     pub drain_on_exit: bool,
+    /// `key=value` labels tasks can require (`--label`).
+    pub labels: Vec<(String, String)>,
+    /// How often the docker driver looks for dangling containers (labelled
+    /// for this worker, run by no attempt it holds).
+    pub reap_interval: Duration,
+    /// Containers younger than this are never reaped.
+    pub reap_grace: Duration,
+    /// Most bytes of output files one attempt may send to the master; a
+    /// larger output fails the attempt (`--max-output`).
+    pub max_output: u64,
 }
 
 impl WorkerConfig {
@@ -54,7 +74,36 @@ impl WorkerConfig {
             gpus: None,
             stop_grace: Duration::from_secs(10),
             drain_on_exit: false,
+            reap_interval: Duration::from_secs(10),
+            reap_grace: Duration::from_secs(10),
+            labels: Vec::new(),
+            max_output: outputs::DEFAULT_MAX_OUTPUT,
         }
+    }
+
+    /// Check the settings before anything starts; an error names the
+    /// configuration key (`name`, `master`, `stop_grace`).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name: must not be empty".into());
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err(format!("name: {:?} contains control characters", self.name));
+        }
+        let rest = self
+            .master
+            .strip_prefix("http://")
+            .or_else(|| self.master.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(format!(
+                "master: '{}' is not a master URL (expected http://HOST:PORT)",
+                self.master
+            ));
+        }
+        if self.stop_grace > Duration::from_secs(3600) {
+            return Err("stop_grace: must be at most 1h".into());
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +150,33 @@ pub async fn run(
         })?;
         config.data_dir = cwd.join(&config.data_dir);
     }
-    let det = detect(&config)?;
-    agent::run(config, det, shutdown).await
+    let mut det = detect(&config)?;
+    let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+    let process = driver::ProcessDriver::new(exits_tx.clone());
+    let docker = if det.drivers.iter().any(|d| d == "docker") {
+        match docker::connect().await {
+            Ok(client) => Some(Box::new(docker::DockerDriver::new(
+                client,
+                det.node_id.clone(),
+                exits_tx,
+                config.stop_grace,
+                docker::ReapPolicy {
+                    interval: config.reap_interval,
+                    grace: config.reap_grace,
+                },
+            )) as Box<dyn driver::Driver>),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Docker engine does not answer; no docker driver");
+                det.drivers.retain(|d| d != "docker");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let drivers = driver::Drivers {
+        process: Box::new(process),
+        docker,
+    };
+    agent::run(config, det, drivers, exits, shutdown).await
 }

@@ -86,21 +86,30 @@ pub fn supervisor_alive(dir: &AttemptDir) -> bool {
     if unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name: state, then the parent's pid.
+    let mut after = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+    let state = after.next().unwrap_or("");
+    let ppid: u32 = after.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    // A zombie (exited, not yet reaped) is not running.
+    if state.starts_with('Z') {
+        return false;
+    }
+    // A child of this agent is ours by construction: its pid cannot have
+    // been reused before we reap it. (Right after fork its command line is
+    // not yet the supervisor's, so the check below would be wrong.)
+    if ppid == std::process::id() {
+        return true;
+    }
+    // Re-attached after an agent restart: make sure the pid is still our
+    // supervisor, not a reused one.
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let needle = dir.path.as_os_str().as_encoded_bytes();
-    let is_ours = cmdline.windows(needle.len()).any(|w| w == needle);
-    // A zombie (exited, not yet reaped) is not running.
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    is_ours && !zombie
+    cmdline.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -124,6 +133,7 @@ mod tests {
         dir.create(Meta {
             task: TaskId(1),
             resources: Resources::ZERO,
+            driver: berth_core::DriverKind::Process,
         })
         .unwrap();
         let cmd: Vec<String> = ["sh", "-c", "echo out; echo err >&2; exit 3"]
@@ -144,6 +154,7 @@ mod tests {
         dir.create(Meta {
             task: TaskId(1),
             resources: Resources::ZERO,
+            driver: berth_core::DriverKind::Process,
         })
         .unwrap();
         let cmd: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();

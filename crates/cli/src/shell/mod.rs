@@ -8,17 +8,23 @@
 //! stdin with no prompt, so scripts and tests can drive it
 //! (`echo workers | berth shell`).
 //!
+//! On a terminal, Tab completes commands, flags, task ids and worker names
+//! ([`complete`]), and `status` / `stats` redraw live ([`views`]).
+//!
 //! Parsing lives in [`parse`] (pure); this module only reads lines, runs
 //! requests and prints.
 
+pub mod complete;
 pub mod parse;
 pub mod tokenize;
+pub mod views;
 
 use crate::client::Client;
 use crate::commands::{self, Mode, Request};
 use parse::{ShellCommand, help_text, parse_line};
-use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
@@ -119,7 +125,17 @@ async fn drain(sigint: &mut Signal) {
 }
 
 fn run_terminal(rt: &Runtime, client: &Client, opts: ShellOptions) -> anyhow::Result<bool> {
-    let mut editor = DefaultEditor::new()?;
+    let mut editor: Editor<complete::ShellHelper, DefaultHistory> = Editor::with_config(
+        Config::builder()
+            .completion_type(rustyline::CompletionType::List)
+            .build(),
+    )?;
+    editor.set_helper(Some(complete::ShellHelper {
+        lookup: Box::new(complete::MasterLookup {
+            rt: rt.handle().clone(),
+            client: client.clone(),
+        }),
+    }));
     if let Some(path) = &opts.history {
         // A missing or unreadable history only costs the user their history.
         let _ = editor.load_history(path);

@@ -8,7 +8,7 @@
 //! task's command, untouched.
 
 use super::tokenize::tokenize;
-use crate::commands::Request;
+use crate::commands::{Request, WorkerAction};
 use crate::input::{SHELL_FLAGS, SpecInput, build_spec, parse_state_filter, parse_task_id};
 
 /// What a shell line asks for.
@@ -34,7 +34,7 @@ pub struct CommandHelp {
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
         name: "task",
-        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-retries N] [-timeout DURATION] [-queue_anyway] [-- command args...]",
+        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-retries N] [-timeout DURATION] [-priority N] [-constraint K=V]... [-strategy binpack|spread] [-queue_anyway] [-- command args...]",
         example: "task ubuntu:latest -cpu_cores 5.0 -mem 2 -- sleep 60",
         summary: "run a container task (docker driver)",
     },
@@ -45,10 +45,34 @@ pub const COMMANDS: &[CommandHelp] = &[
         summary: "run a process task (process driver)",
     },
     CommandHelp {
+        name: "dispatch",
+        usage: "dispatch <worker> [<image>] [same flags as task] [-- command args...]   (with an image a container task, without one a process task whose command follows --)",
+        example: "dispatch Tessa ubuntu:latest -cpu_cores 2 -- sleep 60",
+        summary: "run a task on that worker only: it waits for capacity there, and is refused if the worker could never fit it",
+    },
+    CommandHelp {
         name: "workers",
         usage: "workers",
         example: "workers",
         summary: "show every worker's resources: total, allocated, available",
+    },
+    CommandHelp {
+        name: "status",
+        usage: "status",
+        example: "status",
+        summary: "the cluster at a glance: workers (active, draining, down), running and queued tasks; refreshes every second until a key is pressed",
+    },
+    CommandHelp {
+        name: "stats",
+        usage: "stats <worker>",
+        example: "stats Tessa",
+        summary: "one worker live: totals, allocated, available, its running attempts and last heartbeat",
+    },
+    CommandHelp {
+        name: "internal-state",
+        usage: "internal-state",
+        example: "internal-state",
+        summary: "every worker in one table: id, state, allocated/total per resource, running, last seen",
     },
     CommandHelp {
         name: "list-tasks",
@@ -81,6 +105,24 @@ pub const COMMANDS: &[CommandHelp] = &[
         summary: "follow a task's output until it ends (Ctrl-C returns to the prompt)",
     },
     CommandHelp {
+        name: "files",
+        usage: "files",
+        example: "files",
+        summary: "list every task that has output files: how many and their size",
+    },
+    CommandHelp {
+        name: "task-files",
+        usage: "task-files <task>",
+        example: "task-files 12",
+        summary: "list a task's output files (what it wrote to $BERTH_OUTPUT_DIR or /output) with their sizes in bytes",
+    },
+    CommandHelp {
+        name: "download",
+        usage: "download <task> [dir]",
+        example: "download 12 results/run-12",
+        summary: "write every output file of a task under dir (default ./task-<task>), keeping their paths",
+    },
+    CommandHelp {
         name: "cancel",
         usage: "cancel <task>",
         example: "cancel 12",
@@ -91,6 +133,24 @@ pub const COMMANDS: &[CommandHelp] = &[
         usage: "fix-resources [--dry-run]   (alias: reconcile)",
         example: "fix-resources --dry-run",
         summary: "audit every worker's allocation against its live tasks and fix any difference",
+    },
+    CommandHelp {
+        name: "drain",
+        usage: "drain <worker>",
+        example: "drain Tessa",
+        summary: "place no new tasks on a worker; the ones it runs finish (workers shows it as drained)",
+    },
+    CommandHelp {
+        name: "unregister",
+        usage: "unregister <worker>",
+        example: "unregister Tessa",
+        summary: "remove a drained (or down) worker that runs nothing from the records",
+    },
+    CommandHelp {
+        name: "register",
+        usage: "register <worker>",
+        example: "register gpu-box-7",
+        summary: "allow a worker name to join a master started with --require-registration",
     },
     CommandHelp {
         name: "help",
@@ -107,8 +167,8 @@ pub const COMMANDS: &[CommandHelp] = &[
 ];
 
 /// Flags `task` and `run` take, as listed in errors.
-const SPEC_FLAGS: &str =
-    "-cpu_cores -mem -storage -gpu_cores -name -env -retries -timeout -queue_anyway";
+const SPEC_FLAGS: &str = "-cpu_cores -mem -storage -gpu_cores -name -env -retries -timeout \
+     -priority -constraint -strategy -queue_anyway";
 
 /// Parse one line.
 pub fn parse_line(line: &str) -> Result<ShellCommand, String> {
@@ -126,11 +186,37 @@ pub fn parse_words(words: &[String]) -> Result<ShellCommand, String> {
         return Ok(ShellCommand::Help(Some(canonical(cmd).to_string())));
     }
     let request = match cmd {
-        "task" => spec_command("task", args, true)?,
-        "run" => spec_command("run", args, false)?,
+        "task" => spec_command("task", args, SpecKind::Task, None)?,
+        "run" => spec_command("run", args, SpecKind::Run, None)?,
+        "dispatch" => match args.split_first() {
+            Some((worker, rest)) if worker != "--" && flag_name(worker).is_none() => {
+                spec_command("dispatch", rest, SpecKind::Dispatch, Some(worker.clone()))?
+            }
+            _ => {
+                return Err(
+                    "dispatch needs a worker first: dispatch <worker> [<image>] \
+                            [flags] [-- command args...]"
+                        .into(),
+                );
+            }
+        },
         "workers" => {
             no_args("workers", args)?;
             Request::Workers
+        }
+        "status" => {
+            no_args("status", args)?;
+            Request::Status
+        }
+        "stats" => match args {
+            [w] if !w.starts_with('-') => Request::Stats { worker: w.clone() },
+            [] => return Err("stats needs a worker: stats <worker>".into()),
+            [a] => return Err(format!("unknown flag {a} for stats; it takes no flags")),
+            _ => return Err("stats takes one worker: stats <worker>".into()),
+        },
+        "internal-state" => {
+            no_args("internal-state", args)?;
+            Request::InternalState
         }
         "list-tasks" | "tasks" => {
             let state = match args {
@@ -158,6 +244,24 @@ pub fn parse_words(words: &[String]) -> Result<ShellCommand, String> {
         "cancel" => Request::Cancel {
             task_id: one_task_id("cancel", args)?,
         },
+        "files" => {
+            no_args("files", args)?;
+            Request::Outputs
+        }
+        "task-files" => Request::Files {
+            task_id: one_task_id("task-files", args)?,
+        },
+        "download" => match args {
+            [id, rest @ ..] if rest.len() <= 1 => Request::Download {
+                task_id: parse_task_id(id).map_err(|e| format!("download: {e}"))?,
+                dir: rest.first().map(std::path::PathBuf::from),
+            },
+            [] => return Err("download needs a task id: download <task> [dir]".into()),
+            _ => return Err("download takes a task id and a folder: download <task> [dir]".into()),
+        },
+        "drain" => worker_command("drain", WorkerAction::Drain, args)?,
+        "unregister" => worker_command("unregister", WorkerAction::Unregister, args)?,
+        "register" => worker_command("register", WorkerAction::Register, args)?,
         "fix-resources" | "reconcile" => {
             let mut dry_run = false;
             for a in args {
@@ -244,9 +348,44 @@ fn flag_name(word: &str) -> Option<(String, Option<String>)> {
     Some((name.replace('-', "_"), value))
 }
 
-/// `task` (container) and `run` (process): flags to a validated spec.
-fn spec_command(cmd: &str, args: &[String], container: bool) -> Result<Request, String> {
-    let mut input = SpecInput::default();
+/// `drain`, `unregister`, `register`: one worker name.
+fn worker_command(cmd: &str, action: WorkerAction, args: &[String]) -> Result<Request, String> {
+    match args {
+        [w] if !w.starts_with('-') => Ok(Request::Worker {
+            action,
+            name: w.clone(),
+        }),
+        [] => Err(format!("{cmd} needs a worker: {cmd} <worker>")),
+        [a] => Err(format!("unknown flag {a} for {cmd}; it takes no flags")),
+        _ => Err(format!("{cmd} takes one worker: {cmd} <worker>")),
+    }
+}
+
+/// Which task command a line is: what its first plain word means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpecKind {
+    /// `task <image>`: a container.
+    Task,
+    /// `run cmd…`: a process; the first plain word starts the command.
+    Run,
+    /// `dispatch <worker> [<image>]`: a container with an image, else a
+    /// process whose command follows `--`.
+    Dispatch,
+}
+
+/// `task` (container), `run` (process) and `dispatch` (either, pinned):
+/// flags to a validated spec.
+fn spec_command(
+    cmd: &str,
+    args: &[String],
+    kind: SpecKind,
+    pinned: Option<String>,
+) -> Result<Request, String> {
+    let container = kind == SpecKind::Task;
+    let mut input = SpecInput {
+        worker: pinned,
+        ..SpecInput::default()
+    };
     let mut queue_anyway = false;
     let mut i = 0;
     while i < args.len() {
@@ -257,12 +396,13 @@ fn spec_command(cmd: &str, args: &[String], container: bool) -> Result<Request, 
             break;
         }
         let Some((name, inline)) = flag_name(word) else {
-            // A positional word: the image for `task`; for `run`, the
-            // start of the command (which runs to the end of the line).
-            if container {
+            // A positional word: the image for `task` and `dispatch`; for
+            // `run`, the start of the command (which runs to the end of
+            // the line).
+            if kind != SpecKind::Run {
                 if input.image.is_some() {
                     return Err(format!(
-                        "unexpected argument '{word}' for task; put the command after --"
+                        "unexpected argument '{word}' for {cmd}; put the command after --"
                     ));
                 }
                 input.image = Some(word.clone());
@@ -292,9 +432,16 @@ fn spec_command(cmd: &str, args: &[String], container: bool) -> Result<Request, 
             "name" => &mut input.name,
             "retries" => &mut input.retries,
             "timeout" => &mut input.timeout,
+            "priority" => &mut input.priority,
+            "strategy" => &mut input.strategy,
             "env" => {
                 let value = flag_value(word, inline, args, &mut i)?;
                 input.env.push(value);
+                continue;
+            }
+            "constraint" => {
+                let value = flag_value(word, inline, args, &mut i)?;
+                input.constraints.push(value);
                 continue;
             }
             _ => {
@@ -315,8 +462,16 @@ fn spec_command(cmd: &str, args: &[String], container: bool) -> Result<Request, 
                 .into(),
         );
     }
-    if !container && input.command.is_empty() {
+    if kind == SpecKind::Run && input.command.is_empty() {
         return Err("run needs a command: run [flags] -- command args...".into());
+    }
+    if kind == SpecKind::Dispatch && input.image.is_none() && input.command.is_empty() {
+        return Err(
+            "dispatch needs an image or a command: dispatch <worker> <image> [flags] \
+             [-- command args...], or dispatch <worker> [flags] -- command args... \
+             for a process"
+                .into(),
+        );
     }
     let spec = build_spec(&input, &SHELL_FLAGS).map_err(|e| e.to_string())?;
     Ok(Request::Submit { spec, queue_anyway })
@@ -561,6 +716,9 @@ mod tests {
             "task",
             "run",
             "workers",
+            "status",
+            "stats",
+            "internal-state",
             "list-tasks",
             "queue",
             "cancel",
@@ -570,6 +728,164 @@ mod tests {
             "exit",
         ] {
             assert!(COMMANDS.iter().any(|c| c.name == name), "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod scheduling_tests {
+    use super::*;
+    use berth_core::{DriverKind, Strategy};
+
+    fn spec(line: &str) -> berth_core::TaskSpec {
+        match parse_line(line) {
+            Ok(ShellCommand::Request(Request::Submit { spec, .. })) => spec,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn task_and_run_take_placement_flags() {
+        let s = spec(
+            "task img -priority 10 -constraint gpu=a100 -constraint=zone=b -strategy spread -- x",
+        );
+        assert_eq!(s.priority, 10);
+        assert_eq!(
+            s.constraints,
+            vec![("gpu".into(), "a100".into()), ("zone".into(), "b".into())]
+        );
+        assert_eq!(s.strategy, Some(Strategy::Spread));
+        assert_eq!(s.pinned_worker, None);
+        let s = spec("run -priority -3 -strategy binpack -- true");
+        assert_eq!(s.priority, -3);
+        assert_eq!(s.strategy, Some(Strategy::Binpack));
+        for (line, why) in [
+            ("run -priority high -- true", "priority (-priority): "),
+            ("run -strategy random -- true", "strategy (-strategy): "),
+            ("run -constraint gpu -- true", "constraint (-constraint): "),
+            (
+                "run -priority 1 -priority 2 -- true",
+                "flag -priority is given twice",
+            ),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.starts_with(why), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn dispatch_pins_a_container_or_a_process() {
+        let s = spec("dispatch Tessa ubuntu:latest -cpu_cores 2 -- sleep 60");
+        assert_eq!(s.pinned_worker.as_deref(), Some("Tessa"));
+        assert_eq!(s.driver, DriverKind::Docker);
+        assert_eq!(s.image.as_deref(), Some("ubuntu:latest"));
+        assert_eq!(s.command, ["sleep", "60"]);
+        assert_eq!(s.resources.cpu_millis, 2000);
+        let s = spec("dispatch Tessa -priority 4 -- sh -c 'echo hi'");
+        assert_eq!(s.pinned_worker.as_deref(), Some("Tessa"));
+        assert_eq!(s.driver, DriverKind::Process);
+        assert_eq!(s.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(s.priority, 4);
+        for (line, why) in [
+            ("dispatch", "dispatch needs a worker first"),
+            (
+                "dispatch -cpu_cores 2 -- true",
+                "dispatch needs a worker first",
+            ),
+            ("dispatch -- true", "dispatch needs a worker first"),
+            ("dispatch Tessa", "dispatch needs an image or a command"),
+            (
+                "dispatch Tessa -cpu_cores 1",
+                "dispatch needs an image or a command",
+            ),
+            (
+                "dispatch Tessa img extra",
+                "unexpected argument 'extra' for dispatch",
+            ),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.starts_with(why), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn worker_commands_take_one_name() {
+        let req = |line: &str| match parse_line(line) {
+            Ok(ShellCommand::Request(r)) => r,
+            other => panic!("{line}: {other:?}"),
+        };
+        for (line, action) in [
+            ("drain Tessa", WorkerAction::Drain),
+            ("unregister Tessa", WorkerAction::Unregister),
+            ("register Tessa", WorkerAction::Register),
+        ] {
+            assert_eq!(
+                req(line),
+                Request::Worker {
+                    action,
+                    name: "Tessa".into()
+                }
+            );
+        }
+        for (line, why) in [
+            ("drain", "drain needs a worker: drain <worker>"),
+            ("unregister -f", "unknown flag -f for unregister"),
+            ("register a b", "register takes one worker"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.starts_with(why), "{line}: {e}");
+        }
+        let help = help_text(None).unwrap();
+        for name in ["dispatch", "drain", "unregister", "register"] {
+            assert!(help.contains(&format!("  {name} ")), "{help}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod output_file_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn req(line: &str) -> Request {
+        match parse_line(line) {
+            Ok(ShellCommand::Request(r)) => r,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_commands() {
+        assert_eq!(req("files"), Request::Outputs);
+        assert_eq!(req("task-files 4"), Request::Files { task_id: 4 });
+        assert_eq!(
+            req("download 4"),
+            Request::Download {
+                task_id: 4,
+                dir: None
+            }
+        );
+        assert_eq!(
+            req("download #4 'my results'"),
+            Request::Download {
+                task_id: 4,
+                dir: Some(PathBuf::from("my results"))
+            }
+        );
+        for (line, why) in [
+            ("files 3", "files takes no arguments"),
+            ("task-files", "task-files needs a task id"),
+            ("download", "download needs a task id"),
+            ("download x", "download: "),
+            ("download 1 a b", "download takes a task id and a folder"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.starts_with(why), "{line}: {e}");
+        }
+        let help = help_text(None).unwrap();
+        for name in ["files", "task-files", "download"] {
+            assert!(COMMANDS.iter().any(|c| c.name == name), "{name}");
+            assert!(help.contains(&format!("  {name} ")), "{help}");
         }
     }
 }

@@ -58,6 +58,10 @@ impl Drop for Proc {
     }
 }
 
+/// For a worker that must not have the docker driver even where the
+/// engine runs: its socket is one that does not exist.
+pub const NO_DOCKER: &[(&str, &str)] = &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub master: Option<Proc>,
@@ -137,6 +141,11 @@ impl Cluster {
 
     /// Start a worker with the given name and extra flags (e.g. `--cpus 20`).
     pub fn start_worker(&mut self, name: &str, extra: &[&str]) -> usize {
+        self.start_worker_env(name, extra, &[])
+    }
+
+    /// `start_worker` with extra environment variables (e.g. [`NO_DOCKER`]).
+    pub fn start_worker_env(&mut self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let wdir = self.dir.path().join(format!("worker-{name}"));
         let child = Command::new(BERTH)
             .args([
@@ -151,6 +160,7 @@ impl Cluster {
             .args(extra)
             .env("BERTH_TOKEN", &self.token)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file(self.dir.path(), name))
             .stderr(log_file(self.dir.path(), name))
@@ -309,4 +319,139 @@ pub async fn workers(c: &mut Client) -> Vec<v1::Worker> {
         .expect("list workers")
         .into_inner()
         .workers
+}
+
+// ------------------------------------------------------------------ HTTP
+
+impl Cluster {
+    /// The master's HTTP base URL (`http://127.0.0.1:PORT`), from
+    /// `DATA_DIR/http.addr`.
+    pub fn http_url(&self) -> String {
+        let f = self.master_dir().join("http.addr");
+        wait_for(Duration::from_secs(20), || std::fs::read_to_string(&f).ok())
+            .unwrap_or_else(|| panic!("no {}; log:\n{}", f.display(), self.log("master")))
+            .trim()
+            .to_string()
+    }
+
+    /// An HTTP request to the master with the cluster token.
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        http_request(&self.http_url(), method, path, Some(&self.token), body)
+    }
+}
+
+/// A whole HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A small HTTP/1.1 client over a plain socket (`Connection: close`):
+/// enough for tests, with nothing between them and the bytes on the wire.
+pub fn http_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut s = http_send(base, method, path, token, body);
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).expect("read HTTP response");
+    parse_response(&raw)
+}
+
+/// Send a request and return the socket, for reading a streamed answer.
+pub fn http_send(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::net::TcpStream {
+    use std::io::Write;
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).expect("connect to the master's HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send HTTP request");
+    s
+}
+
+/// Parse a complete response (chunked bodies are decoded).
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[start + size + 2..];
+    }
 }

@@ -1,9 +1,10 @@
 //! The `Control` service: submit, list, show, cancel, workers, reconcile,
-//! logs.
+//! logs, output files.
 
-use crate::engine::{Command, EngineHandle};
+use crate::engine::{AdminOp, Command, EngineHandle};
 use crate::logs::LogStore;
-use crate::state::{CancelError, SubmitError};
+use crate::outputs::{OutputError, OutputStore};
+use crate::state::{AdminError, CancelError, SubmitError};
 use crate::views;
 use berth_core::{AttemptId, TaskId, TaskSpec, TaskState};
 use berth_proto::v1::control_server::Control;
@@ -17,18 +18,27 @@ use tonic::{Request, Response, Status};
 /// How often a followed log is polled for new bytes.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LOG_READ: usize = 256 * 1024;
+/// Bytes per chunk of a downloaded output file.
+const FILE_READ: usize = 256 * 1024;
 
 pub struct ControlService {
     engine: EngineHandle,
     logs: LogStore,
+    outputs: OutputStore,
     token: Arc<str>,
 }
 
 impl ControlService {
-    pub fn new(engine: EngineHandle, logs: LogStore, token: Arc<str>) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        logs: LogStore,
+        outputs: OutputStore,
+        token: Arc<str>,
+    ) -> Self {
         ControlService {
             engine,
             logs,
+            outputs,
             token,
         }
     }
@@ -41,7 +51,37 @@ impl ControlService {
     }
 }
 
+impl ControlService {
+    async fn admin(
+        &self,
+        op: AdminOp,
+        name: String,
+    ) -> Result<Response<v1::AdminResponse>, Status> {
+        let r = self
+            .engine
+            .call(|reply| Command::Admin { op, name, reply })
+            .await?;
+        match r {
+            Ok(message) => Ok(Response::new(v1::AdminResponse { message })),
+            Err(e @ AdminError::NoSuchWorker(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ AdminError::BadName(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+}
+
 type LogStream = Pin<Box<dyn Stream<Item = Result<v1::LogChunk, Status>> + Send>>;
+type FileStream = Pin<Box<dyn Stream<Item = Result<v1::FileChunk, Status>> + Send>>;
+
+fn output_status(e: OutputError) -> Status {
+    match e {
+        OutputError::BadPath { .. } => Status::invalid_argument(e.to_string()),
+        OutputError::NoSuchFile { task, .. } => {
+            Status::not_found(format!("{e}; `berth task files {task}` lists its files"))
+        }
+        OutputError::Upload { .. } | OutputError::Io { .. } => Status::internal(e.to_string()),
+    }
+}
 
 #[tonic::async_trait]
 impl Control for ControlService {
@@ -159,6 +199,128 @@ impl Control for ControlService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<v1::WorkerNameRequest>,
+    ) -> Result<Response<v1::AdminResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        self.admin(AdminOp::Drain, req.into_inner().name).await
+    }
+
+    async fn unregister_worker(
+        &self,
+        req: Request<v1::WorkerNameRequest>,
+    ) -> Result<Response<v1::AdminResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        self.admin(AdminOp::Unregister, req.into_inner().name).await
+    }
+
+    async fn register_worker(
+        &self,
+        req: Request<v1::WorkerNameRequest>,
+    ) -> Result<Response<v1::AdminResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        self.admin(AdminOp::Register, req.into_inner().name).await
+    }
+
+    async fn list_task_files(
+        &self,
+        req: Request<v1::ListTaskFilesRequest>,
+    ) -> Result<Response<v1::ListTaskFilesResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        let id = TaskId(req.into_inner().task_id);
+        self.task_view(id).await?;
+        let files = self.outputs.files(id).map_err(output_status)?;
+        Ok(Response::new(v1::ListTaskFilesResponse {
+            task_id: id.0,
+            files: files
+                .into_iter()
+                .map(|f| v1::OutputFile {
+                    path: f.path,
+                    size: f.size,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_outputs(
+        &self,
+        req: Request<v1::ListOutputsRequest>,
+    ) -> Result<Response<v1::ListOutputsResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        let summaries = self.outputs.tasks().map_err(output_status)?;
+        let ids: Vec<TaskId> = summaries.iter().map(|s| s.task).collect();
+        let known = self
+            .engine
+            .query(move |s| {
+                ids.into_iter()
+                    .map(|id| {
+                        s.task(id).map_or((String::new(), String::new()), |t| {
+                            (t.spec.name.clone(), t.state.as_str().to_string())
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        let tasks = summaries
+            .into_iter()
+            .zip(known)
+            .map(|(s, (name, state))| v1::TaskOutputs {
+                task_id: s.task.0,
+                name,
+                state,
+                files: s.files,
+                bytes: s.bytes,
+            })
+            .collect();
+        Ok(Response::new(v1::ListOutputsResponse { tasks }))
+    }
+
+    type DownloadFileStream = FileStream;
+
+    async fn download_file(
+        &self,
+        req: Request<v1::DownloadFileRequest>,
+    ) -> Result<Response<FileStream>, Status> {
+        check_bearer(&req, &self.token)?;
+        let req = req.into_inner();
+        let id = TaskId(req.task_id);
+        self.task_view(id).await?;
+        // Opened now: a missing file is an error now, and a later attempt
+        // replacing the task's files does not change what this stream sends.
+        let (file, size) = self
+            .outputs
+            .open_file(id, &req.path)
+            .map_err(output_status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut offset = 0u64;
+            while offset < size {
+                let want = FILE_READ.min((size - offset) as usize);
+                let mut data = vec![0u8; want];
+                let read = {
+                    use std::os::unix::fs::FileExt;
+                    file.read_exact_at(&mut data, offset)
+                };
+                let chunk = match read {
+                    Ok(()) => Ok(v1::FileChunk { offset, data, size }),
+                    Err(e) => Err(Status::internal(format!(
+                        "reading output file {:?} of task {id}: {e}",
+                        req.path
+                    ))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return; // the client went away, or the read failed
+                }
+                offset += want as u64;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type TaskLogsStream = LogStream;

@@ -1,11 +1,13 @@
 //! The `WorkerLink` service: one bidirectional stream per worker session.
 //! The first message must be a hello; after that, heartbeats, attempt
-//! updates and log chunks flow in, and starts, stops and acks flow out.
+//! updates, log chunks and output files flow in, and starts, stops and
+//! acks flow out.
 
 use crate::engine::{Command, EngineHandle};
 use crate::logs::LogStore;
+use crate::outputs::{OutputError, OutputStore, Progress, Receiver};
 use crate::state::WorkerHello;
-use berth_core::{AttemptId, GpuInfo, WorkerId};
+use berth_core::{AttemptId, GpuInfo, TaskId, WorkerId};
 use berth_proto::v1::worker_link_server::WorkerLink;
 use berth_proto::v1::worker_message::Body;
 use berth_proto::{HeldReport, check_bearer, resources_or_zero, v1};
@@ -16,9 +18,14 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+/// How often stream traffic other than heartbeats refreshes a worker's
+/// last sign of life.
+const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct WorkerLinkService {
     engine: EngineHandle,
     logs: LogStore,
+    outputs: OutputStore,
     token: Arc<str>,
     heartbeat_interval: Duration,
     next_session: AtomicU64,
@@ -28,12 +35,14 @@ impl WorkerLinkService {
     pub fn new(
         engine: EngineHandle,
         logs: LogStore,
+        outputs: OutputStore,
         token: Arc<str>,
         heartbeat_interval: Duration,
     ) -> Self {
         WorkerLinkService {
             engine,
             logs,
+            outputs,
             token,
             heartbeat_interval,
             next_session: AtomicU64::new(1),
@@ -48,6 +57,58 @@ fn held(list: Vec<v1::HeldAttempt>) -> Result<Vec<HeldReport>, Status> {
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, Status>> + Send>>;
+
+/// The task whose files `attempt` may replace: its own, when it ran on
+/// `worker` and is still the task's latest attempt (an attempt lost
+/// and replaced does not overwrite its successor's files).
+async fn output_owner(
+    engine: &EngineHandle,
+    worker: &WorkerId,
+    attempt: AttemptId,
+) -> Option<TaskId> {
+    let worker = worker.clone();
+    engine
+        .query(move |s| {
+            let a = s.attempt(attempt).filter(|a| a.worker_id == worker)?;
+            let latest = s.attempts_of(a.task_id).map(|x| x.id).max()?;
+            (latest == attempt).then_some(a.task_id)
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// After a manifest or a chunk: store a complete upload (if its attempt
+/// is still its task's latest), or report what went wrong.
+async fn settle_upload(
+    engine: &EngineHandle,
+    worker: &WorkerId,
+    uploads: &mut Receiver,
+    attempt: AttemptId,
+    progress: Result<Progress, OutputError>,
+) {
+    match progress {
+        Ok(Progress::Pending) => {}
+        Ok(Progress::Complete(task)) => {
+            if output_owner(engine, worker, attempt).await != Some(task) {
+                uploads.discard(attempt);
+                return;
+            }
+            match uploads.commit(attempt) {
+                Ok(files) => {
+                    tracing::info!(worker = %worker, attempt = %attempt, task = %task, files, "output files stored")
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %worker, attempt = %attempt, error = %e, "storing output files failed")
+                }
+            }
+        }
+        Err(e) => {
+            uploads.discard(attempt);
+            tracing::warn!(worker = %worker, attempt = %attempt, error = %e, "output files refused");
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl WorkerLink for WorkerLinkService {
@@ -80,6 +141,7 @@ impl WorkerLink for WorkerLinkService {
             gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
             held: held(h.held)?,
             draining: h.draining,
+            labels: berth_proto::labels_from_wire(h.labels),
         };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -97,7 +159,9 @@ impl WorkerLink for WorkerLinkService {
 
         let engine = self.engine.clone();
         let logs = self.logs.clone();
+        let mut uploads = Receiver::new(self.outputs.clone());
         tokio::spawn(async move {
+            let mut last_alive = std::time::Instant::now();
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
@@ -107,6 +171,20 @@ impl WorkerLink for WorkerLinkService {
                         break;
                     }
                 };
+                // Any message is a sign of life: a worker sending a large
+                // log or output has its heartbeats queued behind the bytes.
+                if last_alive.elapsed() >= ALIVE_EVERY {
+                    last_alive = std::time::Instant::now();
+                    if engine
+                        .send(Command::Alive {
+                            worker: worker.clone(),
+                            session,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
                 let cmd = match msg.body {
                     Some(Body::Heartbeat(hb)) => match held(hb.held) {
                         Ok(held) => Command::Heartbeat {
@@ -143,6 +221,22 @@ impl WorkerLink for WorkerLinkService {
                         {
                             tracing::warn!(worker = %worker, attempt = chunk.attempt_id, error = %e, "log write failed");
                         }
+                        continue;
+                    }
+                    // Output files, like logs, are stored before any later
+                    // update on this stream is forwarded.
+                    Some(Body::Outputs(m)) => {
+                        let attempt = AttemptId(m.attempt_id);
+                        let owner = output_owner(&engine, &worker, attempt).await;
+                        let files = m.files.into_iter().map(|f| (f.path, f.size)).collect();
+                        let progress = uploads.manifest(attempt, owner, files);
+                        settle_upload(&engine, &worker, &mut uploads, attempt, progress).await;
+                        continue;
+                    }
+                    Some(Body::Output(c)) => {
+                        let attempt = AttemptId(c.attempt_id);
+                        let progress = uploads.chunk(attempt, &c.path, c.offset, &c.data);
+                        settle_upload(&engine, &worker, &mut uploads, attempt, progress).await;
                         continue;
                     }
                     Some(Body::Hello(_)) | None => {

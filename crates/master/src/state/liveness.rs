@@ -26,12 +26,22 @@ impl State {
         expired
     }
 
+    /// A sign of life other than a heartbeat (stream traffic).
+    pub fn touch(&mut self, worker: &WorkerId, now: Millis) {
+        if let Some(w) = self.workers.get_mut(worker)
+            && w.state.is_up()
+        {
+            w.last_seen_ms = now;
+        }
+    }
+
     fn declare_down(&mut self, id: &WorkerId, now: Millis, fx: &mut Effects) {
         let w = self.workers.get_mut(id).expect("worker exists");
         w.state = WorkerState::Down;
         let silent = now - w.last_seen_ms;
         let name = w.name.clone();
         self.write_worker(id, fx);
+        self.refresh_worker(id);
         let live: Vec<AttemptId> = self.ledger.attempts_on(id).collect();
         for aid in live {
             self.finish_attempt(

@@ -9,15 +9,21 @@
 //! (attempt reports and the reality check), `liveness` (worker sessions and
 //! timeouts), `reconcile` (the ledger audit).
 
+mod admin;
+mod cluster;
+mod latency;
 mod ledger;
 mod liveness;
 mod placement;
+mod queue;
 mod reconcile;
 mod reports;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
+pub use admin::AdminError;
+pub use latency::{LATENCY_BUCKETS_MS, LatencyHistogram};
 pub use ledger::Ledger;
 pub use reconcile::{FixKind, ReconcileReport, WorkerFix};
 pub use reports::{ReportError, WorkerHello};
@@ -39,6 +45,10 @@ pub struct StateConfig {
     /// An attempt still `assigned` and not held by its worker this long
     /// after placement has its start resent (the worker ignores duplicates).
     pub start_resend_ms: Millis,
+    /// Placement strategy and starvation rule.
+    pub placement: berth_scheduler::PlaceConfig,
+    /// Only worker names registered with `register` may join.
+    pub require_registration: bool,
 }
 
 impl Default for StateConfig {
@@ -47,11 +57,16 @@ impl Default for StateConfig {
             heartbeat_ttl_ms: 5_000,
             down_grace_ms: 1_000,
             start_resend_ms: 2_000,
+            placement: berth_scheduler::PlaceConfig::default(),
+            require_registration: false,
         }
     }
 }
 
 /// A message for one worker, sent after the batch that produced it is durable.
+// `Start` carries the whole spec; these live only until the batch is sent,
+// so boxing it would add an allocation per placement for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     Start {
@@ -91,12 +106,20 @@ pub struct State {
     pub(crate) tasks: BTreeMap<TaskId, TaskRecord>,
     pub(crate) attempts: BTreeMap<AttemptId, AttemptRecord>,
     /// Every attempt of a task, oldest first.
-    pub(crate) task_attempts: HashMap<TaskId, Vec<AttemptId>>,
+    pub(crate) task_attempts: BTreeSet<(TaskId, AttemptId)>,
     /// The one live (resource-holding) attempt of a task, if any.
     pub(crate) live: HashMap<TaskId, AttemptId>,
     pub(crate) workers: BTreeMap<WorkerId, WorkerRecord>,
     /// Queued tasks in FIFO (id) order.
-    pub(crate) queue: BTreeSet<TaskId>,
+    pub(crate) queue: queue::TaskQueue,
+    /// The scheduler's view of the workers, kept in step with the ledger.
+    pub(crate) index: berth_scheduler::ClusterIndex,
+    pub(crate) slots: HashMap<WorkerId, berth_scheduler::Slot>,
+    pub(crate) slot_workers: Vec<WorkerId>,
+    /// Names allowed to join when registration is required.
+    pub(crate) registered: BTreeSet<String>,
+    /// The last round's reservation for a task that waited too long.
+    pub(crate) reserved: Option<(berth_scheduler::Slot, TaskId)>,
     pub(crate) ledger: Ledger,
     /// Per worker: attempts it reported holding (running) that the master
     /// does not consider live. Nothing new is placed on a worker until it
@@ -121,6 +144,10 @@ pub struct Counters {
     pub record_fixes: u64,
     pub workers_declared_down: u64,
     pub attempts_lost: u64,
+    /// Placements committed, and how long each task waited in the queue
+    /// for it (since submission, or since its previous attempt ended).
+    pub placements: u64,
+    pub scheduling_latency: LatencyHistogram,
 }
 
 impl State {
@@ -133,10 +160,15 @@ impl State {
             config,
             tasks: BTreeMap::new(),
             attempts: BTreeMap::new(),
-            task_attempts: HashMap::new(),
+            task_attempts: BTreeSet::new(),
             live: HashMap::new(),
             workers: BTreeMap::new(),
-            queue: BTreeSet::new(),
+            queue: queue::TaskQueue::default(),
+            index: berth_scheduler::ClusterIndex::default(),
+            slots: HashMap::new(),
+            slot_workers: Vec::new(),
+            registered: snap.registrations.iter().cloned().collect(),
+            reserved: None,
             ledger: Ledger::default(),
             stale: HashMap::new(),
             next_task: 1,
@@ -149,21 +181,29 @@ impl State {
             w.last_seen_ms = now;
             s.workers.insert(w.id.clone(), w);
         }
-        for t in snap.tasks {
+        // Records arrive in id order, so the maps are built in bulk.
+        for t in &snap.tasks {
             s.next_task = s.next_task.max(t.id.0 + 1);
             if t.state == TaskState::Queued {
-                s.queue.insert(t.id);
+                s.queue.insert(t.id, t.spec.priority);
             }
-            s.tasks.insert(t.id, t);
         }
-        for a in snap.attempts {
+        s.tasks = snap.tasks.into_iter().map(|t| (t.id, t)).collect();
+        let mut by_task: Vec<(TaskId, AttemptId)> = Vec::with_capacity(snap.attempts.len());
+        for a in &snap.attempts {
             s.next_attempt = s.next_attempt.max(a.id.0 + 1);
-            s.task_attempts.entry(a.task_id).or_default().push(a.id);
+            by_task.push((a.task_id, a.id));
             if a.state.holds_resources() {
                 s.live.insert(a.task_id, a.id);
-                s.ledger.bind(&a);
+                s.ledger.bind(a);
             }
-            s.attempts.insert(a.id, a);
+        }
+        by_task.sort_unstable();
+        s.task_attempts = by_task.into_iter().collect();
+        s.attempts = snap.attempts.into_iter().map(|a| (a.id, a)).collect();
+        let ids: Vec<WorkerId> = s.workers.keys().cloned().collect();
+        for id in ids {
+            s.refresh_worker(&id);
         }
         s
     }
@@ -199,10 +239,8 @@ impl State {
     /// Attempts of a task, oldest first.
     pub fn attempts_of(&self, task: TaskId) -> impl Iterator<Item = &AttemptRecord> {
         self.task_attempts
-            .get(&task)
-            .into_iter()
-            .flatten()
-            .filter_map(|a| self.attempts.get(a))
+            .range((task, AttemptId(0))..=(task, AttemptId(u64::MAX)))
+            .filter_map(|(_, a)| self.attempts.get(a))
     }
 
     pub fn live_attempt(&self, task: TaskId) -> Option<&AttemptRecord> {
@@ -271,6 +309,32 @@ impl State {
                 return Err(format!(
                     "worker {} overcommitted: {truth:?} > {:?}",
                     w.name, w.total
+                ));
+            }
+        }
+        for w in self.workers.values() {
+            let slot = self
+                .slots
+                .get(&w.id)
+                .ok_or(format!("worker {} has no slot", w.name))?;
+            let e = self
+                .index
+                .get(*slot)
+                .ok_or(format!("worker {} not in the index", w.name))?;
+            if e.allocated != self.ledger.allocated(&w.id) {
+                return Err(format!(
+                    "worker {}: scheduler index {:?} != ledger {:?}",
+                    w.name,
+                    e.allocated,
+                    self.ledger.allocated(&w.id)
+                ));
+            }
+            if e.schedulable != self.takes_work(&w.id) {
+                return Err(format!(
+                    "worker {}: index schedulable={} but takes_work={}",
+                    w.name,
+                    e.schedulable,
+                    self.takes_work(&w.id)
                 ));
             }
         }

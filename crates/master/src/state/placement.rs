@@ -3,8 +3,8 @@
 //! gap between check and commit).
 
 use super::{Effects, Outbound, State};
-use berth_core::{AttemptRecord, AttemptState, DriverKind, Millis, TaskEvent, TaskId, WorkerState};
-use berth_scheduler::{PendingTask, WorkerView, place, wait_reason};
+use berth_core::{AttemptRecord, AttemptState, Millis, TaskEvent, TaskId};
+use berth_scheduler::{PendingTask, place, wait_reason};
 
 /// At most this many queued tasks are considered per round.
 const ROUND_LIMIT: usize = 10_000;
@@ -15,24 +15,6 @@ const BACKOFF_BASE_MS: Millis = 1_000;
 const BACKOFF_MAX_MS: Millis = 30_000;
 
 impl State {
-    /// Every registered worker as the scheduler sees it, in id order.
-    pub fn worker_views(&self) -> Vec<WorkerView> {
-        self.workers
-            .values()
-            .map(|w| WorkerView {
-                name: w.name.clone(),
-                total: w.total,
-                allocated: self.ledger.allocated(&w.id),
-                drivers: w
-                    .drivers
-                    .iter()
-                    .filter_map(|d| DriverKind::parse(d))
-                    .collect(),
-                schedulable: w.state == WorkerState::Ready && self.stale_on(&w.id) == 0,
-            })
-            .collect()
-    }
-
     /// When a queued task may be placed: now, or later while it backs off
     /// after lost attempts.
     pub fn eligible_at(&self, task: TaskId) -> Millis {
@@ -62,7 +44,13 @@ impl State {
                         (at - now) as f64 / 1000.0
                     );
                 }
-                wait_reason(&self.worker_views(), &t.spec.resources, t.spec.driver)
+                match self.pending(task, &t.spec, t.submitted_ms) {
+                    Some(p) => wait_reason(&self.index, &p, self.reserved),
+                    None => format!(
+                        "dispatched to worker {}, which is not registered",
+                        t.spec.pinned_worker.as_deref().unwrap_or_default()
+                    ),
+                }
             }
             _ => String::new(),
         }
@@ -80,45 +68,52 @@ impl State {
             return 0;
         }
         self.dirty = false;
-        let worker_ids: Vec<_> = self.workers.keys().cloned().collect();
-        let views = self.worker_views();
         self.backoff_wake = None;
         let mut wake: Option<Millis> = None;
-        let pending: Vec<PendingTask> = self
-            .queue
-            .iter()
-            .filter(|id| {
-                let at = self.eligible_at(**id);
-                if at > now {
-                    wake = Some(wake.map_or(at, |w| w.min(at)));
-                }
-                at <= now
-            })
-            .take(ROUND_LIMIT)
-            .map(|id| {
-                let t = &self.tasks[id];
-                PendingTask {
-                    id: *id,
-                    request: t.spec.resources,
-                    driver: t.spec.driver,
-                }
-            })
-            .collect();
+        let mut pending: Vec<PendingTask> = Vec::new();
+        for id in self.queue.iter() {
+            if pending.len() >= ROUND_LIMIT {
+                break;
+            }
+            let at = self.eligible_at(*id);
+            if at > now {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+                continue;
+            }
+            let t = &self.tasks[id];
+            if let Some(p) = self.pending(*id, &t.spec, t.submitted_ms) {
+                pending.push(p);
+            }
+        }
         self.backoff_wake = wake;
+        // `place` binds what it decides in the index; the commit below binds
+        // the same in the ledger (or undoes the index's bind).
+        let round = place(&mut self.index, &pending, &self.config.placement, now);
+        drop(pending);
+        self.reserved = round.reserved;
+        let decided = round.placements;
         let mut placed = 0;
-        for p in place(&views, &pending) {
-            let wid = &worker_ids[p.worker];
-            let worker = &self.workers[wid];
+        for p in decided {
+            let wid = self.slot_workers[p.slot as usize].clone();
+            let worker = &self.workers[&wid];
             let request = self.tasks[&p.task].spec.resources;
-            // The commit step: re-check against the latest index.
-            if request
-                .fits_within(&self.ledger.allocated(wid), &worker.total)
-                .is_err()
+            // The commit step: re-check against the latest ledger.
+            if !self.takes_work(&wid)
+                || request
+                    .fits_within(&self.ledger.allocated(&wid), &worker.total)
+                    .is_err()
             {
+                self.index.release(p.slot, &request);
                 self.dirty = true;
                 continue;
             }
+            let wid = &wid;
             let gpu_ids = self.free_gpu_ids(wid, request.gpus as usize);
+            let queued_since = (self.attempts_of(p.task).last())
+                .and_then(|a| a.ended_ms)
+                .unwrap_or(self.tasks[&p.task].submitted_ms);
+            self.counters.placements += 1;
+            self.counters.scheduling_latency.observe(now - queued_since);
             let aid = self.next_attempt_id();
             let attempt = AttemptRecord {
                 id: aid,
@@ -135,7 +130,7 @@ impl State {
             };
             self.ledger.bind(&attempt);
             self.attempts.insert(aid, attempt);
-            self.task_attempts.entry(p.task).or_default().push(aid);
+            self.task_attempts.insert((p.task, aid));
             self.live.insert(p.task, aid);
             self.queue.remove(&p.task);
             let task = self.tasks.get_mut(&p.task).expect("queued task exists");

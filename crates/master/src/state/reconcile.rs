@@ -159,6 +159,11 @@ impl State {
             }
         }
         if !report.fixes.is_empty() {
+            // The scheduler's index follows the (now fixed) ledger.
+            let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+            for id in ids {
+                self.refresh_worker(&id);
+            }
             self.dirty = true;
         }
         report

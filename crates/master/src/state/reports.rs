@@ -22,6 +22,7 @@ pub struct WorkerHello {
     pub gpus: Vec<GpuInfo>,
     pub held: Vec<HeldReport>,
     pub draining: bool,
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,10 @@ pub enum ReportError {
     NoCpu(String),
     #[error("worker totals refused: {0}")]
     Totals(String),
+    #[error(
+        "worker name '{0}' is not registered; this cluster requires registration (`register {0}` on the master)"
+    )]
+    NotAllowed(String),
     #[error("worker {0} is not registered (or was declared down); it must say hello again")]
     NotRegistered(WorkerId),
 }
@@ -61,6 +66,12 @@ impl State {
         }
         // Totals obey the same absolute limits as requests.
         validate_resources(&h.total).map_err(|e| ReportError::Totals(e.to_string()))?;
+        berth_core::validate::validate_labels("label", &h.labels)
+            .map_err(|e| ReportError::Totals(e.to_string()))?;
+        if self.config.require_registration && !self.registered.contains(&h.name) {
+            return Err(ReportError::NotAllowed(h.name));
+        }
+        let drained = self.workers.get(&h.id).is_some_and(|w| w.drained);
         let record = WorkerRecord {
             id: h.id.clone(),
             name: h.name,
@@ -73,10 +84,13 @@ impl State {
                 WorkerState::Ready
             },
             last_seen_ms: now,
+            labels: h.labels,
+            drained,
         };
         self.workers.insert(h.id.clone(), record);
         self.write_worker(&h.id, fx);
         self.reality_check(&h.id, &h.held, true, now, fx);
+        self.refresh_worker(&h.id);
         self.dirty = true;
         Ok(())
     }
@@ -107,6 +121,7 @@ impl State {
             self.write_worker(worker, fx);
         }
         self.reality_check(worker, held, false, now, fx);
+        self.refresh_worker(worker);
         Ok(())
     }
 
@@ -138,6 +153,9 @@ impl State {
                 self.stale.remove(worker);
                 self.dirty = true;
             }
+        }
+        if self.slots.contains_key(worker) {
+            self.refresh_worker(worker);
         }
         fx.outbound.push(Outbound::Ack {
             worker: worker.clone(),
@@ -294,7 +312,7 @@ impl State {
         a.exit_code = exit_code;
         a.reason = reason.clone();
         let a = a.clone();
-        self.ledger.release(&a);
+        self.release(&a);
         self.live.remove(&a.task_id);
         let lost_so_far = self
             .attempts_of(a.task_id)
@@ -311,7 +329,7 @@ impl State {
             .on(TaskEvent::Attempt(event))
             .expect("placed task can end");
         if t.state == TaskState::Queued {
-            self.queue.insert(t.id);
+            self.queue.insert(t.id, t.spec.priority);
         } else {
             t.ended_ms = Some(now);
             t.exit_code = exit_code;

@@ -32,9 +32,18 @@ impl State {
         fx: &mut Effects,
     ) -> Result<TaskId, SubmitError> {
         validate_spec(&spec)?;
+        if let Some(name) = &spec.pinned_worker
+            && self.slot_named(name).is_none()
+        {
+            return Err(SubmitError::NeverFits(format!(
+                "no registered worker is named '{name}'"
+            )));
+        }
         if !queue_anyway && !self.workers.is_empty() {
-            let views = self.worker_views();
-            could_ever_fit(&views, &spec.resources, spec.driver).map_err(SubmitError::NeverFits)?;
+            let p = self
+                .pending(TaskId(0), &spec, now)
+                .expect("pinned worker checked above");
+            could_ever_fit(&self.index, &p).map_err(SubmitError::NeverFits)?;
         }
         let id = self.next_task_id();
         self.tasks.insert(
@@ -50,7 +59,7 @@ impl State {
                 cancel_requested: false,
             },
         );
-        self.queue.insert(id);
+        self.queue.insert(id, self.tasks[&id].spec.priority);
         self.dirty = true;
         self.write_task(id, fx);
         Ok(id)

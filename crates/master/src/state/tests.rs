@@ -34,6 +34,7 @@ fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
         gpus: vec![],
         held: vec![],
         draining: false,
+        labels: vec![],
     }
 }
 
@@ -255,6 +256,84 @@ fn reconcile_rewrites_a_hand_edited_record_and_then_finds_nothing() {
     );
     assert_eq!(s.counters().record_fixes, 1);
     assert_eq!(s.counters().reconcile_runs, 3);
+}
+
+#[test]
+fn priorities_pins_drain_unregister_and_registration() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("a", 4_000), 0, &mut fx).unwrap();
+    s.hello(hello("b", 4_000), 0, &mut fx).unwrap();
+    // Higher priority wins the last slot on a full cluster.
+    let low = s.submit(spec(4_000, 0), false, 0, &mut fx).unwrap();
+    let mut hi = spec(4_000, 0);
+    hi.priority = 10;
+    let high = s.submit(hi, false, 0, &mut fx).unwrap();
+    let mut pinned = spec(4_000, 0);
+    pinned.pinned_worker = Some("b".into());
+    let pin = s.submit(pinned, false, 0, &mut fx).unwrap();
+    assert_eq!(s.schedule(0, &mut fx), 2);
+    assert_eq!(s.task(high).unwrap().state, TaskState::Assigned);
+    assert_eq!(s.task(low).unwrap().state, TaskState::Assigned);
+    assert_eq!(s.task(pin).unwrap().state, TaskState::Queued);
+    let mut nobody = spec(1_000, 0);
+    nobody.pinned_worker = Some("zed".into());
+    assert!(
+        s.submit(nobody, false, 0, &mut fx)
+            .unwrap_err()
+            .to_string()
+            .contains("zed")
+    );
+
+    // Drain b: what runs there finishes, nothing new lands there.
+    s.drain("b", &mut fx).unwrap();
+    assert!(!s.takes_work(&WorkerId("b".into())));
+    let on_b = [low, high]
+        .into_iter()
+        .find(|t| s.live_attempt(*t).unwrap().worker_id.0 == "b")
+        .unwrap();
+    let a = s.live_attempt(on_b).unwrap().id;
+    assert!(
+        s.unregister("b", &mut fx)
+            .unwrap_err()
+            .to_string()
+            .contains("still runs 1")
+    );
+    report(&mut s, a, AttemptState::Succeeded, Some(0), 1, &mut fx);
+    assert_eq!(
+        s.schedule(1, &mut fx),
+        0,
+        "the pinned task waits: b is drained"
+    );
+    assert!(
+        s.wait_reason(pin).contains("taking work"),
+        "{}",
+        s.wait_reason(pin)
+    );
+    s.unregister("b", &mut fx).unwrap();
+    assert!(s.worker(&WorkerId("b".into())).is_none());
+    assert!(
+        s.unregister("a", &mut fx)
+            .unwrap_err()
+            .to_string()
+            .contains("drain it first")
+    );
+    s.check_invariants().unwrap();
+
+    // Registration required: only registered names join.
+    let cfg = StateConfig {
+        require_registration: true,
+        ..StateConfig::default()
+    };
+    let mut r = State::new(cfg);
+    assert!(
+        r.hello(hello("x", 1_000), 0, &mut fx)
+            .unwrap_err()
+            .to_string()
+            .contains("register x")
+    );
+    r.register("x", &mut fx).unwrap();
+    r.hello(hello("x", 1_000), 0, &mut fx).unwrap();
 }
 
 #[derive(Debug, Clone)]

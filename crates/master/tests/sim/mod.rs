@@ -72,6 +72,17 @@ impl World {
             heartbeat_ttl_ms: 5_000,
             down_grace_ms: 1_000,
             start_resend_ms: 2_000,
+            // Some seeds spread, some binpack; blocked tasks get reserved
+            // capacity after a few seconds.
+            placement: berth_scheduler::PlaceConfig {
+                strategy: if seed.is_multiple_of(2) {
+                    berth_core::Strategy::Binpack
+                } else {
+                    berth_core::Strategy::Spread
+                },
+                starvation_ms: 5_000,
+            },
+            require_registration: false,
         };
         World {
             seed,
@@ -166,6 +177,7 @@ impl World {
                     gpus: vec![],
                     held,
                     draining: false,
+                    labels: vec![],
                 };
                 match st.hello(h, now, &mut fx) {
                     Ok(()) => {
@@ -435,22 +447,15 @@ impl World {
                 continue;
             }
             let Some(a) = st.live_attempt(*id) else {
-                // Still queued: only acceptable if it fits on no up worker
-                // right now (long tasks may legitimately hold the room).
-                let fits_somewhere = st.eligible_at(*id) <= self.now
-                    && st.workers().any(|w| {
-                        w.state.is_up()
-                            && t.spec
-                                .resources
-                                .fits_within(&st.ledger().allocated(&w.id), &w.total)
-                                .is_ok()
-                    });
-                if fits_somewhere || t.state != berth_core::TaskState::Queued {
+                // Still queued: only acceptable if it cannot be placed now
+                // (no room on an up worker, retry backoff, or the room is
+                // kept for an older task).
+                let why = st.wait_reason_at(*id, self.now);
+                if why == "about to be placed" || t.state != berth_core::TaskState::Queued {
                     let attempts: Vec<_> = st.attempts_of(*id).collect();
                     return Err(self.fail(format!(
-                        "task {id} is {} after the quiet phase although it fits ({}); attempts {attempts:?}",
-                        t.state,
-                        st.wait_reason(*id)
+                        "task {id} is {} after the quiet phase although it fits ({why}); attempts {attempts:?}",
+                        t.state
                     )));
                 }
                 continue;

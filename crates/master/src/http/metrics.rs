@@ -1,0 +1,300 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4), rendered from
+//! one read of the state. Gauges are read from the records and the ledger
+//! as they are at the scrape; counters come from [`State::counters`] and
+//! restart from zero with the master, as Prometheus counters may.
+//!
+//! Units are those of the name: CPU in cores, memory and storage in bytes,
+//! times in seconds (written from exact integers, never accumulated as
+//! floats).
+
+use super::HttpState;
+use super::error::ApiError;
+use crate::state::{Counters, LATENCY_BUCKETS_MS, State};
+use axum::extract::State as Extract;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use berth_core::{Millis, Resources, TaskState, WorkerState};
+use std::fmt::Write as _;
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const WORKER_STATES: [WorkerState; 3] =
+    [WorkerState::Ready, WorkerState::Draining, WorkerState::Down];
+
+/// One worker as the metrics see it.
+struct WorkerRow {
+    id: String,
+    name: String,
+    total: Resources,
+    allocated: Resources,
+    running: usize,
+    last_seen_ms: Millis,
+}
+
+/// What a scrape reads from the state, on the engine thread.
+struct Sample {
+    now: Millis,
+    tasks: Vec<(TaskState, u64)>,
+    workers_by_state: Vec<(WorkerState, u64)>,
+    workers: Vec<WorkerRow>,
+    counters: Counters,
+}
+
+fn sample(s: &State) -> Sample {
+    let mut tasks: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|t| (*t, 0)).collect();
+    for t in s.tasks() {
+        if let Some(slot) = tasks.iter_mut().find(|(st, _)| *st == t.state) {
+            slot.1 += 1;
+        }
+    }
+    let mut workers_by_state: Vec<(WorkerState, u64)> =
+        WORKER_STATES.iter().map(|w| (*w, 0)).collect();
+    let mut workers = Vec::new();
+    for w in s.workers() {
+        if let Some(slot) = workers_by_state.iter_mut().find(|(st, _)| *st == w.state) {
+            slot.1 += 1;
+        }
+        workers.push(WorkerRow {
+            id: w.id.0.clone(),
+            name: w.name.clone(),
+            total: w.total,
+            allocated: s.ledger().allocated(&w.id),
+            running: s.ledger().count_on(&w.id),
+            last_seen_ms: w.last_seen_ms,
+        });
+    }
+    Sample {
+        now: crate::engine::now_ms(),
+        tasks,
+        workers_by_state,
+        workers,
+        counters: s.counters(),
+    }
+}
+
+pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, ApiError> {
+    let s = st.engine.query(sample).await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&s)).into_response())
+}
+
+/// `1500` thousandths → `"1.5"`: exact, no float.
+fn thousandths(v: u64) -> String {
+    if v.is_multiple_of(1000) {
+        return (v / 1000).to_string();
+    }
+    let s = format!("{}.{:03}", v / 1000, v % 1000);
+    s.trim_end_matches('0').to_string()
+}
+
+/// A label value, escaped as the text format wants.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn render(s: &Sample) -> String {
+    let mut out = String::new();
+    family(&mut out, "berth_tasks", "gauge", "Tasks by state.");
+    for (state, n) in &s.tasks {
+        let _ = writeln!(out, "berth_tasks{{state=\"{}\"}} {n}", state.as_str());
+    }
+    family(&mut out, "berth_workers", "gauge", "Workers by state.");
+    for (state, n) in &s.workers_by_state {
+        let _ = writeln!(out, "berth_workers{{state=\"{}\"}} {n}", state.as_str());
+    }
+
+    type Get = fn(&Resources) -> String;
+    let dims: [(&str, &str, Get); 4] = [
+        ("cpu_cores", "CPU cores", |r| thousandths(r.cpu_millis)),
+        ("memory_bytes", "memory in bytes", |r| {
+            r.memory_bytes.to_string()
+        }),
+        ("storage_bytes", "storage in bytes", |r| {
+            r.storage_bytes.to_string()
+        }),
+        ("gpus", "GPUs", |r| r.gpus.to_string()),
+    ];
+    type Of = fn(&WorkerRow) -> Resources;
+    let sides: [(&str, &str, Of); 2] = [
+        ("allocatable", "Capacity of a worker", |w| w.total),
+        ("allocated", "Held by the worker's live attempts", |w| {
+            w.allocated
+        }),
+    ];
+    for (what, of, get) in sides {
+        for (dim, unit, value) in dims {
+            let name = format!("berth_worker_{what}_{dim}");
+            family(&mut out, &name, "gauge", &format!("{of}: {unit}."));
+            for w in &s.workers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{worker=\"{}\",worker_id=\"{}\"}} {}",
+                    label(&w.name),
+                    label(&w.id),
+                    value(&get(w))
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "berth_worker_running_attempts",
+        "gauge",
+        "Attempts holding resources on a worker.",
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            out,
+            "berth_worker_running_attempts{{worker=\"{}\",worker_id=\"{}\"}} {}",
+            label(&w.name),
+            label(&w.id),
+            w.running
+        );
+    }
+    family(
+        &mut out,
+        "berth_worker_heartbeat_lag_seconds",
+        "gauge",
+        "Time since the master last heard from a worker.",
+    );
+    for w in &s.workers {
+        let lag = (s.now - w.last_seen_ms).max(0) as u64;
+        let _ = writeln!(
+            out,
+            "berth_worker_heartbeat_lag_seconds{{worker=\"{}\",worker_id=\"{}\"}} {}",
+            label(&w.name),
+            label(&w.id),
+            thousandths(lag)
+        );
+    }
+
+    let c = &s.counters;
+    family(
+        &mut out,
+        "berth_placements_total",
+        "counter",
+        "Attempts placed on workers.",
+    );
+    let _ = writeln!(out, "berth_placements_total {}", c.placements);
+    family(
+        &mut out,
+        "berth_scheduling_latency_seconds",
+        "histogram",
+        "Time a task waited in the queue before it was placed (since submission, or since its previous attempt ended).",
+    );
+    let h = &c.scheduling_latency;
+    let cumulative = h.cumulative();
+    for (bound, n) in LATENCY_BUCKETS_MS.iter().zip(cumulative.iter()) {
+        let _ = writeln!(
+            out,
+            "berth_scheduling_latency_seconds_bucket{{le=\"{}\"}} {n}",
+            thousandths(*bound)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "berth_scheduling_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(
+        out,
+        "berth_scheduling_latency_seconds_sum {}",
+        thousandths(h.sum_ms)
+    );
+    let _ = writeln!(out, "berth_scheduling_latency_seconds_count {}", h.count);
+
+    family(
+        &mut out,
+        "berth_reconcile_runs_total",
+        "counter",
+        "Reconciliations run (at start, periodic and on demand).",
+    );
+    let _ = writeln!(out, "berth_reconcile_runs_total {}", c.reconcile_runs);
+    family(
+        &mut out,
+        "berth_reconcile_fixes_total",
+        "counter",
+        "Workers whose allocation the reconciler fixed, by kind (index: the in-memory index; records: the stored records).",
+    );
+    let _ = writeln!(
+        out,
+        "berth_reconcile_fixes_total{{kind=\"index\"}} {}",
+        c.index_fixes
+    );
+    let _ = writeln!(
+        out,
+        "berth_reconcile_fixes_total{{kind=\"records\"}} {}",
+        c.record_fixes
+    );
+    family(
+        &mut out,
+        "berth_workers_declared_down_total",
+        "counter",
+        "Workers declared down after missing heartbeats.",
+    );
+    let _ = writeln!(
+        out,
+        "berth_workers_declared_down_total {}",
+        c.workers_declared_down
+    );
+    family(
+        &mut out,
+        "berth_attempts_lost_total",
+        "counter",
+        "Attempts lost (their worker died or no longer had them).",
+    );
+    let _ = writeln!(out, "berth_attempts_lost_total {}", c.attempts_lost);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateConfig;
+
+    #[test]
+    fn exact_decimal_values() {
+        assert_eq!(thousandths(0), "0");
+        assert_eq!(thousandths(1500), "1.5");
+        assert_eq!(thousandths(2000), "2");
+        assert_eq!(thousandths(1), "0.001");
+        assert_eq!(thousandths(300_000), "300");
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn an_empty_master_still_lists_every_family() {
+        let s = sample(&State::new(StateConfig::default()));
+        let text = render(&s);
+        for name in [
+            "berth_tasks{state=\"queued\"} 0",
+            "berth_workers{state=\"down\"} 0",
+            "# TYPE berth_worker_allocated_cpu_cores gauge",
+            "berth_placements_total 0",
+            "berth_scheduling_latency_seconds_bucket{le=\"+Inf\"} 0",
+            "berth_reconcile_fixes_total{kind=\"records\"} 0",
+            "berth_workers_declared_down_total 0",
+            "berth_attempts_lost_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

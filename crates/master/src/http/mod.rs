@@ -1,0 +1,126 @@
+//! The master's HTTP listener: the operator faces of berth.
+//!
+//! * `/api/v1/…` — the REST/JSON API (`api`, `submit`, `json`): the same
+//!   operations as the gRPC `Control` service, through the same engine.
+//! * `/metrics` — Prometheus text exposition (`metrics`).
+//! * `/` — the web dashboard, one self-contained HTML page (`dashboard`).
+//! * `/openapi.json` — the OpenAPI 3 description of all of the above
+//!   (`openapi`), checked against [`ROUTES`] by tests.
+//! * `/healthz` — liveness for load balancers and service managers.
+//!
+//! Every route is listed once, in [`ROUTES`]; the router is built from that
+//! table, so the table, the router and the OpenAPI document cannot drift
+//! apart unnoticed. Routes marked `auth` need `Authorization: Bearer
+//! TOKEN` with the cluster token (`auth`). Reads go through
+//! [`EngineHandle::query`], writes through the engine's commands: HTTP
+//! holds no state of its own.
+
+mod api;
+mod auth;
+mod dashboard;
+mod error;
+mod json;
+mod metrics;
+mod openapi;
+mod submit;
+
+pub use openapi::OPENAPI_JSON;
+
+use crate::engine::EngineHandle;
+use crate::logs::LogStore;
+use axum::Router;
+use axum::routing::{MethodRouter, get, post};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What every handler needs: the engine, the task logs and the token.
+#[derive(Clone)]
+pub struct HttpState {
+    pub engine: EngineHandle,
+    pub logs: LogStore,
+    pub token: Arc<str>,
+    /// Turns `true` when the master stops: followed logs end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One route the HTTP listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// In the router's and OpenAPI's syntax: `/api/v1/tasks/{id}`.
+    pub path: &'static str,
+    /// Needs the cluster token.
+    pub auth: bool,
+}
+
+const fn route(method: &'static str, path: &'static str, auth: bool) -> Route {
+    Route { method, path, auth }
+}
+
+/// Every route, once. The router serves exactly these; `/openapi.json`
+/// describes exactly these (a test checks both directions).
+pub const ROUTES: &[Route] = &[
+    route("GET", "/", false),
+    route("GET", "/healthz", false),
+    route("GET", "/openapi.json", false),
+    route("GET", "/metrics", true),
+    route("GET", "/api/v1/tasks", true),
+    route("POST", "/api/v1/tasks", true),
+    route("GET", "/api/v1/tasks/{id}", true),
+    route("POST", "/api/v1/tasks/{id}/cancel", true),
+    route("GET", "/api/v1/tasks/{id}/logs", true),
+    // Output files of a task go here (`/api/v1/tasks/{id}/outputs…`), next
+    // to the logs, when workers collect them.
+    route("GET", "/api/v1/workers", true),
+    route("GET", "/api/v1/workers/{id}", true),
+    route("POST", "/api/v1/reconcile", true),
+];
+
+/// The handler of one route of [`ROUTES`].
+fn handler(r: &Route) -> MethodRouter<HttpState> {
+    match (r.method, r.path) {
+        ("GET", "/") => get(dashboard::page),
+        ("GET", "/healthz") => get(|| async { "ok\n" }),
+        ("GET", "/openapi.json") => get(openapi::document),
+        ("GET", "/metrics") => get(metrics::scrape),
+        ("GET", "/api/v1/tasks") => get(api::list_tasks),
+        ("POST", "/api/v1/tasks") => post(api::submit_task),
+        ("GET", "/api/v1/tasks/{id}") => get(api::get_task),
+        ("POST", "/api/v1/tasks/{id}/cancel") => post(api::cancel_task),
+        ("GET", "/api/v1/tasks/{id}/logs") => get(api::task_logs),
+        ("GET", "/api/v1/workers") => get(api::list_workers),
+        ("GET", "/api/v1/workers/{id}") => get(api::get_worker),
+        ("POST", "/api/v1/reconcile") => post(api::reconcile),
+        (m, p) => panic!("route {m} {p} is listed in ROUTES but has no handler"),
+    }
+}
+
+/// The whole HTTP surface, built from [`ROUTES`].
+pub fn router(state: HttpState) -> Router {
+    let mut r: Router<HttpState> = Router::new();
+    for route in ROUTES {
+        let mut h = handler(route);
+        if route.auth {
+            h = h.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            ));
+        }
+        r = r.route(route.path, h);
+    }
+    r.fallback(error::no_route).with_state(state)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "http listener failed");
+    }
+}

@@ -1,0 +1,82 @@
+//! Operator actions on workers: `drain` (no new placements; running tasks
+//! finish), `unregister` (remove a drained worker from the records) and
+//! `register` (allow a name to join a cluster started with
+//! `--require-registration`).
+
+use super::{Effects, State};
+use berth_core::{WorkerId, WorkerState};
+use berth_store::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("no registered worker is named '{0}'")]
+    NoSuchWorker(String),
+    #[error("worker '{0}' is {1}; drain it first (`drain {0}`), then unregister it")]
+    NotDrained(String, WorkerState),
+    #[error("worker '{0}' still runs {1} task(s); unregister it once they have finished")]
+    StillRunning(String, usize),
+    #[error("worker name: {0}")]
+    BadName(String),
+}
+
+impl State {
+    fn worker_named(&self, name: &str) -> Result<WorkerId, AdminError> {
+        self.workers
+            .values()
+            .find(|w| w.name == name)
+            .map(|w| w.id.clone())
+            .ok_or_else(|| AdminError::NoSuchWorker(name.to_string()))
+    }
+
+    /// Stop placing new work on a worker; what runs there finishes.
+    pub fn drain(&mut self, name: &str, fx: &mut Effects) -> Result<WorkerId, AdminError> {
+        let id = self.worker_named(name)?;
+        let w = self.workers.get_mut(&id).expect("found");
+        if !w.drained {
+            w.drained = true;
+            self.write_worker(&id, fx);
+            self.refresh_worker(&id);
+        }
+        Ok(id)
+    }
+
+    /// Remove a drained (or down) worker that runs nothing from the records.
+    pub fn unregister(&mut self, name: &str, fx: &mut Effects) -> Result<WorkerId, AdminError> {
+        let id = self.worker_named(name)?;
+        let w = &self.workers[&id];
+        if !w.drained && w.state != WorkerState::Down {
+            return Err(AdminError::NotDrained(name.to_string(), w.state));
+        }
+        let running = self.ledger.count_on(&id);
+        if running > 0 {
+            return Err(AdminError::StillRunning(name.to_string(), running));
+        }
+        self.workers.remove(&id);
+        self.stale.remove(&id);
+        self.refresh_worker(&id); // drops it from the scheduler's index
+        fx.writes.push(Write::RemoveWorker(id.clone()));
+        if self.registered.remove(name) {
+            fx.writes.push(Write::Unregister(name.to_string()));
+        }
+        Ok(id)
+    }
+
+    /// Allow a worker name to join when registration is required.
+    pub fn register(&mut self, name: &str, fx: &mut Effects) -> Result<(), AdminError> {
+        let trimmed = name.trim();
+        if trimmed.is_empty() || trimmed.len() > 128 || trimmed.chars().any(char::is_control) {
+            return Err(AdminError::BadName(format!(
+                "'{name}' is not a valid worker name"
+            )));
+        }
+        if self.registered.insert(trimmed.to_string()) {
+            fx.writes.push(Write::Register(trimmed.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Names allowed to join.
+    pub fn registrations(&self) -> impl Iterator<Item = &String> {
+        self.registered.iter()
+    }
+}
