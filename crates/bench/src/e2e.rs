@@ -1,7 +1,15 @@
 //! `e2e`: an in-process master and one real `berth worker` process over
-//! gRPC on loopback, running trivial process tasks (`true`). Latencies come
-//! from the master's records (millisecond timestamps on one clock):
-//! submit→running is the worker's "running" report, submit→done its result.
+//! gRPC on loopback, running trivial process tasks (`true`).
+//!
+//! Two phases. **Throughput**: all tasks submitted as fast as 32 clients
+//! can, `tasks_per_s` from the first submission to the last result.
+//! **Latency**: then 500 more tasks, one at a time with 20 ms between
+//! submissions (a load the worker sustains, so the figures are the path's
+//! latency, not queueing): submit→running (`p50_ms`, `p99_ms`) and
+//! submit→done (`done_p50_ms`, `done_p99_ms`), from the master's records
+//! (millisecond timestamps on one clock). CPU seconds used by the master
+//! (this process) and by the worker with its task processes are reported
+//! too, to show where the time goes.
 
 use crate::stats::r3;
 use berth_proto::control_client::ControlClient;
@@ -11,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CONCURRENCY: usize = 32;
+const LATENCY_TASKS: usize = 500;
 
 fn pct(v: &mut [i64], p: f64) -> f64 {
     if v.is_empty() {
@@ -52,7 +61,11 @@ pub async fn run(dir: &Path, berth: &Path, tasks: usize) -> Result<serde_json::V
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", berth.display()))?;
-    let result = drive(&url, &master.token, tasks).await;
+    let mut result = drive(&url, &master.token, tasks).await;
+    if let Ok(v) = &mut result {
+        v["worker_cpu_s"] = r3(worker_cpu_seconds(worker.id())).into();
+        v["master_cpu_s"] = r3(own_cpu_seconds()).into();
+    }
     // SAFETY: kill(2) on the worker process this run started.
     unsafe {
         libc::kill(worker.id() as i32, libc::SIGTERM);
@@ -61,6 +74,30 @@ pub async fn run(dir: &Path, berth: &Path, tasks: usize) -> Result<serde_json::V
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), master.wait()).await;
     result
+}
+
+/// CPU time of a process and its reaped children, in seconds.
+fn worker_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // After ")": state is field 3, so utime..cstime (14..17) are 11..14 here.
+    let ticks: f64 = (11..15)
+        .filter_map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 async fn drive(url: &str, token: &str, tasks: usize) -> Result<serde_json::Value, String> {
@@ -154,12 +191,45 @@ async fn drive(url: &str, token: &str, tasks: usize) -> Result<serde_json::Value
     }
     let first_submit = all.iter().map(|t| t.submitted_ms).min().unwrap_or(0);
     let last_end = all.iter().map(|t| t.ended_ms).max().unwrap_or(0);
-    let mut to_running: Vec<i64> = all
+    let seconds = (last_end - first_submit) as f64 / 1000.0;
+
+    // Latency at a sustainable rate.
+    let mut lat_ids = Vec::new();
+    let mut c = client.clone();
+    for _ in 0..LATENCY_TASKS {
+        let r = c
+            .submit_task(v1::SubmitTaskRequest {
+                spec: Some(spec.clone()),
+                queue_anyway: false,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        lat_ids.push(r.into_inner().task_id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut done = Vec::new();
+    for id in lat_ids {
+        loop {
+            let t = c
+                .get_task(v1::GetTaskRequest { task_id: id })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            if t.state == "succeeded" {
+                done.push(t);
+                break;
+            }
+            if matches!(t.state.as_str(), "failed" | "cancelled") {
+                return Err(format!("latency task {id} ended {}", t.state));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut to_running: Vec<i64> = done
         .iter()
         .map(|t| t.attempts[0].started_ms - t.submitted_ms)
         .collect();
-    let mut to_done: Vec<i64> = all.iter().map(|t| t.ended_ms - t.submitted_ms).collect();
-    let seconds = (last_end - first_submit) as f64 / 1000.0;
+    let mut to_done: Vec<i64> = done.iter().map(|t| t.ended_ms - t.submitted_ms).collect();
     Ok(json!({
         "scenario": "e2e",
         "workers": 1,

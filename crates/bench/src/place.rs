@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Submissions in flight at once.
-const CONCURRENCY: usize = 512;
+const CONCURRENCY: usize = 256;
 
 fn request(i: usize) -> Resources {
     Resources {

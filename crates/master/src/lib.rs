@@ -220,7 +220,15 @@ pub async fn start(
         token.clone(),
         config.heartbeat_interval,
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small messages (starts, acks) must not wait for Nagle's algorithm.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))

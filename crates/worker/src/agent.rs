@@ -140,7 +140,7 @@ impl Agent {
             source,
         };
         std::fs::create_dir_all(&root).map_err(io)?;
-        let done = Tombstones::open(cfg.data_dir.join("done")).map_err(io)?;
+        let done = Tombstones::open(cfg.data_dir.join("tombstones")).map_err(io)?;
         let mut attempts = BTreeMap::new();
         for dir in AttemptDir::scan(&root).map_err(io)? {
             let Ok(meta) = dir.meta() else {

@@ -3,8 +3,7 @@
 //!
 //! | file      | written by  | meaning                                        |
 //! |-----------|-------------|------------------------------------------------|
-//! | `meta`    | agent       | task id, the resources it holds, its driver    |
-//! | `pid`     | agent       | process driver: the supervisor's pid (= group) |
+//! | `meta`    | agent       | task id, resources, driver; then `pid N`       |
 //! | `container` | docker driver | the container's id, once created           |
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
 //! | `exit`    | supervisor  | the exit status, written atomically at the end |
@@ -17,7 +16,7 @@
 //!
 //! An attempt whose folder exists is held by this worker; the folder is
 //! removed once the master has acknowledged its final result, leaving a
-//! tombstone `DATA_DIR/done/ID` so a late duplicate start never runs the
+//! tombstone line in `DATA_DIR/tombstones` so a late duplicate start never runs the
 //! attempt a second time. Tombstones are pruned after [`TOMBSTONE_TTL`].
 
 use berth_core::{AttemptId, DriverKind, Resources, TaskId};
@@ -28,43 +27,84 @@ use std::path::{Path, PathBuf};
 /// How long a finished attempt's tombstone is kept.
 pub const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Tombstones of attempts this worker finished and the master acknowledged.
-#[derive(Debug, Clone)]
+/// Tombstones (`DATA_DIR/tombstones`) of attempts this worker finished and the master acknowledged:
+/// one line `ATTEMPT_ID EPOCH_MS` per attempt in an append-only file (a file
+/// per tombstone would cost an inode per task, which is what dominates a
+/// worker's CPU at hundreds of tasks a second), mirrored in memory.
+/// Entries older than [`TOMBSTONE_TTL`] are dropped when the file is
+/// rewritten at start.
+#[derive(Debug)]
 pub struct Tombstones {
-    dir: PathBuf,
+    path: PathBuf,
+    file: fs::File,
+    ids: std::collections::HashSet<AttemptId>,
 }
 
 impl Tombstones {
-    pub fn open(dir: PathBuf) -> io::Result<Tombstones> {
-        fs::create_dir_all(&dir)?;
-        let t = Tombstones { dir };
-        t.prune();
-        Ok(t)
+    /// Open `DATA_DIR/done`, keeping the entries younger than the TTL.
+    pub fn open(path: PathBuf) -> io::Result<Tombstones> {
+        let now = epoch_ms();
+        let ttl = TOMBSTONE_TTL.as_millis() as i64;
+        let mut kept = String::new();
+        let mut ids = std::collections::HashSet::new();
+        if let Ok(text) = fs::read_to_string(&path) {
+            for line in text.lines() {
+                let mut f = line.split_whitespace();
+                let (Some(Ok(id)), Some(Ok(at))) = (
+                    f.next().map(str::parse::<u64>),
+                    f.next().map(str::parse::<i64>),
+                ) else {
+                    continue;
+                };
+                if now - at <= ttl && ids.insert(AttemptId(id)) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+        write_atomic(&path, &kept)?;
+        let file = fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Tombstones { path, file, ids })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn contains(&self, id: AttemptId) -> bool {
-        self.dir.join(id.0.to_string()).exists()
+        self.ids.contains(&id)
     }
 
-    pub fn add(&self, id: AttemptId) -> io::Result<()> {
-        fs::write(self.dir.join(id.0.to_string()), b"")
-    }
-
-    fn prune(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age > TOMBSTONE_TTL);
-            if old {
-                let _ = fs::remove_file(e.path());
-            }
+    pub fn add(&mut self, id: AttemptId) -> io::Result<()> {
+        use std::io::Write;
+        if self.ids.insert(id) {
+            writeln!(self.file, "{} {}", id.0, epoch_ms())?;
         }
+        Ok(())
+    }
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tombstone_tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_survive_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("done");
+        let mut t = Tombstones::open(p.clone()).unwrap();
+        t.add(AttemptId(7)).unwrap();
+        t.add(AttemptId(7)).unwrap();
+        drop(t);
+        let t = Tombstones::open(p.clone()).unwrap();
+        assert!(t.contains(AttemptId(7)) && !t.contains(AttemptId(8)));
+        assert_eq!(fs::read_to_string(p).unwrap().lines().count(), 1);
     }
 }
 
@@ -142,7 +182,8 @@ impl AttemptDir {
     /// (five fields) belong to the process driver.
     pub fn meta(&self) -> io::Result<Meta> {
         let text = fs::read_to_string(self.path.join("meta"))?;
-        let mut fields: Vec<&str> = text.split_whitespace().collect();
+        let first = text.lines().next().unwrap_or("");
+        let mut fields: Vec<&str> = first.split_whitespace().collect();
         let driver = match fields.len() {
             6 => {
                 let d = fields.pop().unwrap_or_default();
@@ -196,13 +237,23 @@ impl AttemptDir {
         fs::read_to_string(self.path.join("failed")).ok()
     }
 
+    /// Record the supervisor's pid: a `pid N` line appended to `meta` (not
+    /// a file of its own: every inode a task costs shows in a busy worker's
+    /// CPU time).
     pub fn set_pid(&self, pid: u32) -> io::Result<()> {
-        write_atomic(&self.path.join("pid"), &format!("{pid}\n"))
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.path.join("meta"))?;
+        writeln!(f, "pid {pid}")
     }
 
     pub fn pid(&self) -> Option<i32> {
-        fs::read_to_string(self.path.join("pid"))
+        fs::read_to_string(self.path.join("meta"))
             .ok()?
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("pid "))?
             .trim()
             .parse()
             .ok()

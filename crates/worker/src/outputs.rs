@@ -129,7 +129,12 @@ fn seal(dir: &AttemptDir, max_output: u64) -> Sealed {
         lines.push(format!("berth: {why}"));
     }
     note(dir, &lines);
-    save(dir, &sealed);
+    // Nothing to remember for an empty, clean output folder (the common
+    // case): a rescan finds the same nothing, and the file would cost an
+    // inode per task.
+    if !sealed.files.is_empty() || sealed.failure.is_some() || !lines.is_empty() {
+        save(dir, &sealed);
+    }
     sealed
 }
 
