@@ -387,6 +387,9 @@ async fn workers_and_reconcile() {
 fn concrete(path: &str, task: u64, worker: &str) -> String {
     if path.starts_with("/api/v1/workers/") {
         path.replace("{id}", worker)
+    } else if path.ends_with("/file") {
+        // The probe's task writes `a.txt` to its output folder.
+        format!("{}?path=a.txt", path.replace("{id}", &task.to_string()))
     } else {
         path.replace("{id}", &task.to_string())
     }
@@ -417,7 +420,10 @@ async fn openapi_document_matches_the_router() {
 
     // Every documented route is served: with the token it is handled
     // (never 404/405), without it a secured route is refused.
-    let id = submit(&c, r#"{"command": ["true"]}"#);
+    let id = submit(
+        &c,
+        r#"{"command": ["sh", "-c", "echo hi > $BERTH_OUTPUT_DIR/a.txt"]}"#,
+    );
     wait_state(&c, id, &["succeeded"], Duration::from_secs(20));
     for (method, path, secured) in &documented {
         let url = concrete(path, id, "tessa");
@@ -753,4 +759,76 @@ fn the_test_parser_refuses_bad_exposition() {
             "accepted {bad:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_files_are_listed_and_fetched_byte_for_byte() {
+    let c = cluster().await;
+    let id = submit(
+        &c,
+        r#"{"command": ["sh", "-c", "mkdir -p $BERTH_OUTPUT_DIR/sub && printf 'hello\\n' > $BERTH_OUTPUT_DIR/a.txt && head -c 70000 /dev/urandom > $BERTH_OUTPUT_DIR/sub/b.bin"], "cpu": 0.5}"#,
+    );
+    let t = wait_state(&c, id, &["succeeded", "failed"], Duration::from_secs(30));
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let r = c.http("GET", &format!("/api/v1/tasks/{id}/files"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let files = r.json()["files"].clone();
+    let listed: Vec<(String, u64)> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("a.txt".into(), 6), ("sub/b.bin".into(), 70_000)]
+    );
+    let a = c.http("GET", &format!("/api/v1/tasks/{id}/file?path=a.txt"), None);
+    assert_eq!((a.status, a.body.as_slice()), (200, b"hello\n".as_slice()));
+    let b = c.http(
+        "GET",
+        &format!("/api/v1/tasks/{id}/file?path=sub/b.bin"),
+        None,
+    );
+    assert_eq!(b.status, 200);
+    // The worker's copy is gone once acknowledged: the size, and two
+    // downloads agreeing byte for byte, stand for it.
+    assert_eq!(b.body.len(), 70_000);
+    let again = c.http(
+        "GET",
+        &format!("/api/v1/tasks/{id}/file?path=sub/b.bin"),
+        None,
+    );
+    assert_eq!(again.body, b.body);
+    assert_error(
+        &c.http(
+            "GET",
+            &format!("/api/v1/tasks/{id}/file?path=../../token"),
+            None,
+        ),
+        400,
+        Some("path"),
+        "path",
+    );
+    assert_error(
+        &c.http(
+            "GET",
+            &format!("/api/v1/tasks/{id}/file?path=nope.txt"),
+            None,
+        ),
+        404,
+        None,
+        "nope.txt",
+    );
+    assert_error(
+        &c.http("GET", "/api/v1/tasks/999/files", None),
+        404,
+        None,
+        "task 999",
+    );
 }

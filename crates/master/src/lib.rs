@@ -199,6 +199,7 @@ pub async fn start(
                 engine: engine.clone(),
                 logs: logs.clone(),
                 token: token.clone(),
+                outputs: outputs.clone(),
                 stopping: stop_rx.clone(),
             };
             tokio::spawn(http::serve(l, state, wait_stop(stop_rx.clone())));

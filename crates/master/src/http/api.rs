@@ -189,6 +189,64 @@ pub async fn get_task(
     Ok(Json(task_json(&st.engine, task_id(&id)?).await?))
 }
 
+fn output_error(e: crate::outputs::OutputError) -> ApiError {
+    use crate::outputs::OutputError as E;
+    match e {
+        E::BadPath { .. } => ApiError::bad_field("path", e.to_string()),
+        E::NoSuchFile { .. } => ApiError::not_found(e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `GET /api/v1/tasks/{id}/files`: the files the task's latest attempt
+/// left in its output folder (`[{path, size}]`).
+pub async fn task_files(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = task_id(&id)?;
+    task_json(&st.engine, task).await?; // 404 for an unknown task
+    let files = st.outputs.files(task).map_err(output_error)?;
+    let files: Vec<Value> = files
+        .into_iter()
+        .map(|f| json!({ "path": f.path, "size": f.size }))
+        .collect();
+    Ok(Json(json!({ "task_id": task.0, "files": files })))
+}
+
+/// `GET /api/v1/tasks/{id}/file?path=sub/a.txt`: one output file's bytes.
+pub async fn task_file(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let task = task_id(&id)?;
+    let path = params(q, &["path"])?
+        .into_iter()
+        .find(|(k, _)| k == "path")
+        .map(|(_, v)| v)
+        .ok_or_else(|| ApiError::bad_field("path", "path: missing; give ?path=FILE"))?;
+    let (mut file, size) = st.outputs.open_file(task, &path).map_err(output_error)?;
+    let bytes = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut buf = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut buf).map(|_| buf)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading {path}: {e}"),
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
 /// `POST /api/v1/tasks/{id}/cancel`.
 pub async fn cancel_task(
     State(st): State<HttpState>,

@@ -39,6 +39,8 @@ pub struct HttpState {
     pub engine: EngineHandle,
     pub logs: LogStore,
     pub token: Arc<str>,
+    /// Task output files.
+    pub outputs: crate::outputs::OutputStore,
     /// Turns `true` when the master stops: followed logs end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -70,8 +72,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/tasks/{id}", true),
     route("POST", "/api/v1/tasks/{id}/cancel", true),
     route("GET", "/api/v1/tasks/{id}/logs", true),
-    // Output files of a task go here (`/api/v1/tasks/{id}/outputs…`), next
-    // to the logs, when workers collect them.
+    route("GET", "/api/v1/tasks/{id}/files", true),
+    route("GET", "/api/v1/tasks/{id}/file", true),
     route("GET", "/api/v1/workers", true),
     route("GET", "/api/v1/workers/{id}", true),
     route("POST", "/api/v1/reconcile", true),
@@ -89,6 +91,8 @@ fn handler(r: &Route) -> MethodRouter<HttpState> {
         ("GET", "/api/v1/tasks/{id}") => get(api::get_task),
         ("POST", "/api/v1/tasks/{id}/cancel") => post(api::cancel_task),
         ("GET", "/api/v1/tasks/{id}/logs") => get(api::task_logs),
+        ("GET", "/api/v1/tasks/{id}/files") => get(api::task_files),
+        ("GET", "/api/v1/tasks/{id}/file") => get(api::task_file),
         ("GET", "/api/v1/workers") => get(api::list_workers),
         ("GET", "/api/v1/workers/{id}") => get(api::get_worker),
         ("POST", "/api/v1/reconcile") => post(api::reconcile),

@@ -23,7 +23,7 @@ use berth_core::{DriverKind, Resources, TaskSpec};
 use serde_json::{Map, Value};
 
 /// Fields a submission may have.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 15] = [
     "image",
     "command",
     "cpu",
@@ -34,6 +34,10 @@ pub const FIELDS: [&str; 11] = [
     "env",
     "retries",
     "timeout",
+    "priority",
+    "constraints",
+    "strategy",
+    "worker",
     "queue_anyway",
 ];
 
@@ -117,6 +121,53 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
         spec.timeout_ms = Some(number_or_text(Some(t), "timeout", "", |t| {
             parse_duration_ms("timeout", t)
         })?);
+    }
+    match get("priority") {
+        None => {}
+        Some(Value::Number(n)) => {
+            spec.priority = n
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| wrong_type("priority", "a whole number"))?;
+        }
+        Some(_) => return Err(wrong_type("priority", "a whole number")),
+    }
+    match get("constraints") {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let v = v.as_str().ok_or_else(|| {
+                    wrong_type(
+                        "constraints",
+                        "an object of strings, e.g. {\"gpu\": \"a100\"}",
+                    )
+                })?;
+                spec.constraints.push((k.clone(), v.to_string()));
+            }
+        }
+        Some(_) => {
+            return Err(wrong_type(
+                "constraints",
+                "an object of strings, e.g. {\"gpu\": \"a100\"}",
+            ));
+        }
+    }
+    match get("strategy") {
+        None => {}
+        Some(Value::String(s)) => {
+            spec.strategy = Some(berth_core::Strategy::parse(s).ok_or_else(|| {
+                ApiError::bad_field(
+                    "strategy",
+                    format!("strategy: '{s}' is not a strategy; use binpack or spread"),
+                )
+            })?);
+        }
+        Some(_) => return Err(wrong_type("strategy", "\"binpack\" or \"spread\"")),
+    }
+    match get("worker") {
+        None => {}
+        Some(Value::String(s)) => spec.pinned_worker = Some(s.clone()),
+        Some(_) => return Err(wrong_type("worker", "a worker name")),
     }
     let queue_anyway = match get("queue_anyway") {
         None => false,
@@ -288,6 +339,14 @@ mod tests {
         assert_eq!(s.timeout_ms, Some(90_000));
         assert_eq!(s.name, "n");
         assert!(q);
+        let (s, _) = ok(
+            r#"{"command": ["true"], "priority": -5, "constraints": {"gpu": "a100"},
+            "strategy": "spread", "worker": "Tessa"}"#,
+        );
+        assert_eq!(s.priority, -5);
+        assert_eq!(s.constraints, vec![("gpu".into(), "a100".into())]);
+        assert_eq!(s.strategy, Some(berth_core::Strategy::Spread));
+        assert_eq!(s.pinned_worker.as_deref(), Some("Tessa"));
         let (s, _) = ok(r#"{"command": ["true"], "cpu": "2.25", "memory": "512M", "timeout": 5}"#);
         assert_eq!(s.resources.cpu_millis, 2250);
         assert_eq!(s.resources.memory_bytes, 512 * MIB);
@@ -318,6 +377,13 @@ mod tests {
             (r#"{"retries": "many"}"#, "retries"),
             (r#"{"timeout": "soon"}"#, "timeout"),
             (r#"{"queue_anyway": "yes"}"#, "queue_anyway"),
+            (r#"{"command": ["true"], "priority": 1.5}"#, "priority"),
+            (
+                r#"{"command": ["true"], "constraints": ["gpu=a100"]}"#,
+                "constraints",
+            ),
+            (r#"{"command": ["true"], "strategy": "random"}"#, "strategy"),
+            (r#"{"command": ["true"], "worker": 7}"#, "worker"),
             (r#"{"memroy": "1G"}"#, "memroy"),
             (r#"{"name": 5}"#, "name"),
             (r#"{"image": 5}"#, "image"),
