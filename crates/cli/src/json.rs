@@ -111,6 +111,11 @@ pub fn worker(w: &v1::Worker) -> Value {
         "last_seen_ms": opt_ms(w.last_seen_ms),
         "labels": labels(&w.labels),
         "drained": w.drained,
+        "gpu_holders": w.gpu_holders.iter().map(|g| json!({
+            "index": g.index,
+            "task_id": g.task_id,
+            "attempt_id": g.attempt_id,
+        })).collect::<Vec<_>>(),
     })
 }
 

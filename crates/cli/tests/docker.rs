@@ -571,6 +571,17 @@ async fn gpus_are_handed_out_exclusively_and_listed_by_task() {
     );
     assert!(w.contains(&format!("  GPU {}: task {a}\n", ga[0])), "{w}");
     assert!(w.contains(&format!("  GPU {}: task {b}\n", gb[0])), "{w}");
+    let j: serde_json::Value = serde_json::from_str(&c.berth_ok(&["workers", "--json"])).unwrap();
+    let mut holders: Vec<(u64, u64)> = j["workers"][0]["gpu_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["index"].as_u64().unwrap(), h["task_id"].as_u64().unwrap()))
+        .collect();
+    holders.sort();
+    let mut want = vec![(ga[0] as u64, a), (gb[0] as u64, b)];
+    want.sort();
+    assert_eq!(holders, want, "{j}");
     let la = wait_for_async(Duration::from_secs(10), || {
         let mut cl = client.clone();
         async move {
