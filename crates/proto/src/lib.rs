@@ -9,6 +9,7 @@ pub mod v1 {
 
 mod auth;
 mod convert;
+pub mod json;
 
 pub use auth::{BearerToken, TOKEN_PREFIX, check_bearer};
 pub use convert::*;

@@ -4,97 +4,10 @@
 //! no end time) are `null`, not zero.
 
 use crate::state::ReconcileReport;
-use berth_core::Resources;
 use berth_core::units::{format_cores, format_gb};
-use berth_proto::{resources_or_zero, v1};
+pub use berth_proto::json::{attempt, resources, task, worker};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-
-pub fn resources(r: &Resources) -> Value {
-    json!({
-        "cpu_millis": r.cpu_millis,
-        "memory_bytes": r.memory_bytes,
-        "storage_bytes": r.storage_bytes,
-        "gpus": r.gpus,
-    })
-}
-
-fn opt_ms(ms: i64) -> Value {
-    if ms > 0 { json!(ms) } else { Value::Null }
-}
-
-fn exit_code(has: bool, code: i32) -> Value {
-    if has { json!(code) } else { Value::Null }
-}
-
-pub fn spec(s: &v1::TaskSpec) -> Value {
-    json!({
-        "name": s.name,
-        "driver": s.driver,
-        "image": s.image,
-        "command": s.command,
-        "env": s.env.iter().map(|e| json!({"key": e.key, "value": e.value})).collect::<Vec<_>>(),
-        "resources": resources(&resources_or_zero(s.resources)),
-        "retries": s.retries,
-        "timeout_ms": s.timeout_ms,
-    })
-}
-
-pub fn attempt(a: &v1::Attempt) -> Value {
-    json!({
-        "id": a.id,
-        "task_id": a.task_id,
-        "worker_id": a.worker_id,
-        "worker_name": a.worker_name,
-        "state": a.state,
-        "created_ms": opt_ms(a.created_ms),
-        "started_ms": opt_ms(a.started_ms),
-        "ended_ms": opt_ms(a.ended_ms),
-        "has_exit_code": a.has_exit_code,
-        "exit_code": exit_code(a.has_exit_code, a.exit_code),
-        "reason": a.reason,
-        "gpu_ids": a.gpu_ids,
-        "resources": resources(&resources_or_zero(a.resources)),
-    })
-}
-
-pub fn task(t: &v1::Task) -> Value {
-    json!({
-        "id": t.id,
-        "spec": spec(&t.spec.clone().unwrap_or_default()),
-        "state": t.state,
-        "submitted_ms": opt_ms(t.submitted_ms),
-        "ended_ms": opt_ms(t.ended_ms),
-        "has_exit_code": t.has_exit_code,
-        "exit_code": exit_code(t.has_exit_code, t.exit_code),
-        "reason": t.reason,
-        "wait_reason": t.wait_reason,
-        "cancel_requested": t.cancel_requested,
-        "attempts": t.attempts.iter().map(attempt).collect::<Vec<_>>(),
-    })
-}
-
-pub fn worker(w: &v1::Worker) -> Value {
-    let total = resources_or_zero(w.total);
-    let allocated = resources_or_zero(w.allocated);
-    json!({
-        "id": w.id,
-        "name": w.name,
-        "state": w.state,
-        "total": resources(&total),
-        "allocated": resources(&allocated),
-        "available": resources(&total.saturating_sub(&allocated)),
-        "running_attempts": w.running_attempts,
-        "drivers": w.drivers,
-        "gpus": w.gpus.iter().map(|g| json!({
-            "index": g.index,
-            "model": g.model,
-            "memory_bytes": g.memory_bytes,
-            "uuid": g.uuid,
-        })).collect::<Vec<_>>(),
-        "last_seen_ms": opt_ms(w.last_seen_ms),
-    })
-}
 
 /// A reconciliation report, with the lines the CLI prints for it.
 pub fn reconcile(r: &ReconcileReport) -> Value {
@@ -158,8 +71,8 @@ pub fn report_lines(r: &ReconcileReport) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::state::{FixKind, WorkerFix};
-    use berth_core::WorkerId;
     use berth_core::units::GIB;
+    use berth_core::{Resources, WorkerId};
 
     #[test]
     fn report_lines_speak_like_fix_resources() {
