@@ -97,10 +97,9 @@ pub enum Command {
         worker: String,
     },
     /// Remove a drained (or down) worker that runs nothing from the
-    /// records. Stop its agent first: a running agent joins again at once
-    /// as a new, undrained worker, unless the master was started with
-    /// --require-registration (unregistering also takes the name off the
-    /// registered list).
+    /// records. Its agent must be stopped first (a connected worker is
+    /// refused: it would join again at once); unregistering also takes the
+    /// name off the registered list of --require-registration.
     Unregister {
         /// The worker's name.
         #[arg(value_name = "WORKER")]

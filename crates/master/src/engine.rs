@@ -339,10 +339,15 @@ impl<S: Store> Engine<S> {
                     AdminOp::Drain => self.state.drain(&name, fx).map(|_| {
                         format!("Worker {name} drained: it takes no new tasks; running ones finish")
                     }),
-                    AdminOp::Unregister => self.state.unregister(&name, fx).map(|id| {
-                        self.sessions.remove(&id);
-                        format!("Worker {name} unregistered")
-                    }),
+                    AdminOp::Unregister => match self.state.worker_named(&name) {
+                        Ok(id) if self.sessions.contains_key(&id) => {
+                            Err(AdminError::StillConnected(name.clone()))
+                        }
+                        _ => self
+                            .state
+                            .unregister(&name, fx)
+                            .map(|_| format!("Worker {name} unregistered")),
+                    },
                     AdminOp::Register => self
                         .state
                         .register(&name, fx)

@@ -17,10 +17,15 @@ pub enum AdminError {
     StillRunning(String, usize),
     #[error("worker name: {0}")]
     BadName(String),
+    #[error(
+        "worker '{0}' is still connected; stop its agent first (a connected agent would register again at once), then unregister it"
+    )]
+    StillConnected(String),
 }
 
 impl State {
-    fn worker_named(&self, name: &str) -> Result<WorkerId, AdminError> {
+    /// The id of the registered worker called `name`.
+    pub fn worker_named(&self, name: &str) -> Result<WorkerId, AdminError> {
         self.workers
             .values()
             .find(|w| w.name == name)
