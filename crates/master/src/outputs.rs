@@ -246,7 +246,11 @@ impl OutputStore {
         }
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
         let staging = self.root.join(STAGING).join(format!("{}-{n}", attempt.0));
-        fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        // Most tasks leave no files: then there is nothing to stage (and no
+        // folder to create, sync and remove for every task).
+        if !pending.is_empty() {
+            fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        }
         let mut upload = Upload {
             attempt,
             task,
@@ -278,9 +282,14 @@ impl OutputStore {
         task: TaskId,
         attempt: AttemptId,
     ) -> Result<(), OutputError> {
-        sync_dirs(staging)?;
         let _one_at_a_time = self.replace.lock().unwrap_or_else(|e| e.into_inner());
         let dest = self.task_dir(task);
+        if empty && !dest.exists() {
+            return Ok(()); // nothing before, nothing now
+        }
+        if !empty {
+            sync_dirs(staging)?;
+        }
         let replaced_root = self.root.join(REPLACED);
         let replaced = replaced_root.join(format!("{}-{}", task.0, attempt.0));
         fs::create_dir_all(&replaced_root).map_err(io_err("creating", &replaced_root))?;
