@@ -13,7 +13,7 @@
 //! picks the driver by the task's kind, and every driver records the
 //! outcome in the attempt folder, from which [`final_report`] reads it.
 
-use crate::attempt_dir::{AttemptDir, Meta, Tombstones};
+use crate::attempt_dir::{AttemptDir, Meta, Spares, Tombstones};
 use crate::driver::{Drivers, Launch, Signal};
 use crate::{Detected, WorkerConfig, WorkerError};
 use berth_core::{AttemptId, AttemptState, Resources, TaskId, TaskSpec};
@@ -116,6 +116,7 @@ pub struct Agent {
     det: Detected,
     root: PathBuf,
     done: Tombstones,
+    spares: Spares,
     attempts: BTreeMap<AttemptId, Local>,
     out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
     drivers: Drivers,
@@ -141,6 +142,7 @@ impl Agent {
         };
         std::fs::create_dir_all(&root).map_err(io)?;
         let done = Tombstones::open(cfg.data_dir.join("tombstones")).map_err(io)?;
+        let spares = Spares::open(cfg.data_dir.join("spare")).map_err(io)?;
         let mut attempts = BTreeMap::new();
         for dir in AttemptDir::scan(&root).map_err(io)? {
             let Ok(meta) = dir.meta() else {
@@ -181,6 +183,7 @@ impl Agent {
             det,
             root,
             done,
+            spares,
             attempts,
             out: None,
             drivers,
@@ -297,6 +300,7 @@ impl Agent {
             resources,
             driver,
         };
+        self.spares.take_for(&dir);
         if let Err(e) = dir.create(meta) {
             return self.fail_now(dir, meta, format!("creating the attempt folder: {e}"));
         }
@@ -408,7 +412,8 @@ impl Agent {
             if let Err(e) = self.done.add(id) {
                 tracing::warn!(attempt = %id, error = %e, "could not record tombstone");
             }
-            if let Err(e) = dir.remove() {
+            // Kept as a spare for the next attempt (or removed).
+            if let Err(e) = self.spares.put(dir).or_else(|_| dir.remove()) {
                 tracing::warn!(attempt = %id, error = %e, "could not remove attempt folder");
             }
             self.attempts.remove(&id);

@@ -6,7 +6,7 @@
 //! | `meta`    | agent       | task id, resources, driver; then `pid N`       |
 //! | `container` | docker driver | the container's id, once created           |
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
-//! | `exit`    | supervisor  | the exit status, written atomically at the end |
+//! | `exit`    | supervisor  | the exit status when it ends (empty: not yet)  |
 //! | `failed`  | driver      | why it could not start (the outcome is failed) |
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
@@ -14,8 +14,9 @@
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
-//! An attempt whose folder exists is held by this worker; the folder is
-//! removed once the master has acknowledged its final result, leaving a
+//! An attempt whose folder exists is held by this worker; once the master
+//! has acknowledged its final result the folder is emptied and kept as a
+//! spare for a later attempt (see [`Spares`]), leaving a
 //! tombstone line in `DATA_DIR/tombstones` so a late duplicate start never runs the
 //! attempt a second time. Tombstones are pruned after [`TOMBSTONE_TTL`].
 
@@ -91,6 +92,49 @@ fn epoch_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_folder_is_emptied_reused_and_keeps_nothing_of_the_last_attempt() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("attempts");
+        let mut spares = Spares::open(d.path().join("spare")).unwrap();
+        let a = AttemptDir::new(&root, AttemptId(1));
+        let meta = Meta {
+            task: TaskId(1),
+            resources: Resources::ZERO,
+            driver: DriverKind::Process,
+        };
+        a.create(meta).unwrap();
+        fs::write(a.log(), "old output").unwrap();
+        fs::write(a.path.join("exit"), "3\n").unwrap();
+        a.mark_stopped().unwrap();
+        fs::create_dir_all(a.output().join("sub")).unwrap();
+        fs::write(a.output().join("sub/f"), "x").unwrap();
+        fs::write(a.work().join("scratch"), "x").unwrap();
+        spares.put(&a).unwrap();
+        assert!(!a.exists());
+
+        let b = AttemptDir::new(&root, AttemptId(2));
+        assert!(spares.take_for(&b));
+        b.create(Meta {
+            task: TaskId(2),
+            ..meta
+        })
+        .unwrap();
+        assert_eq!(b.meta().unwrap().task, TaskId(2));
+        assert_eq!(fs::read_to_string(b.log()).unwrap(), "");
+        assert_eq!(b.exit_status(), None);
+        assert!(!b.is_stopped());
+        assert_eq!(fs::read_dir(b.output()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(b.work()).unwrap().count(), 0);
+        // None left: the next one is created afresh.
+        assert!(!spares.take_for(&AttemptDir::new(&root, AttemptId(3))));
+    }
+}
+
+#[cfg(test)]
 mod tombstone_tests {
     use super::*;
 
@@ -105,6 +149,84 @@ mod tombstone_tests {
         let t = Tombstones::open(p.clone()).unwrap();
         assert!(t.contains(AttemptId(7)) && !t.contains(AttemptId(8)));
         assert_eq!(fs::read_to_string(p).unwrap().lines().count(), 1);
+    }
+}
+
+/// Spare attempt folders, `DATA_DIR/spare/N/`: an acknowledged attempt's
+/// folder is emptied and kept for the next attempt instead of being
+/// removed, so a busy worker does not create and free half a dozen inodes
+/// per task (on ext4, allocation scans past recently freed inodes, and that
+/// scan dominated a busy worker's CPU). At most [`MAX_SPARES`] are kept.
+#[derive(Debug)]
+pub struct Spares {
+    root: PathBuf,
+    free: Vec<PathBuf>,
+    next: u64,
+}
+
+/// Spare folders kept at most.
+pub const MAX_SPARES: usize = 256;
+
+impl Spares {
+    pub fn open(root: PathBuf) -> io::Result<Spares> {
+        fs::create_dir_all(&root)?;
+        let mut free = Vec::new();
+        let mut next = 0;
+        for e in fs::read_dir(&root)? {
+            let e = e?;
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                next = next.max(n + 1);
+                free.push(e.path());
+            }
+        }
+        Ok(Spares { root, free, next })
+    }
+
+    /// Give an acknowledged attempt's folder back: emptied (the task's
+    /// files removed, `log`, `meta` and `exit` truncated, everything else
+    /// removed) and moved to the spares, or removed when there are enough.
+    pub fn put(&mut self, dir: &AttemptDir) -> io::Result<()> {
+        if self.free.len() >= MAX_SPARES {
+            return dir.remove();
+        }
+        for e in fs::read_dir(&dir.path)? {
+            let e = e?;
+            let name = e.file_name();
+            let path = e.path();
+            match name.to_str() {
+                Some("work") | Some("output") if e.file_type()?.is_dir() => {
+                    for inner in fs::read_dir(&path)? {
+                        let inner = inner?;
+                        if inner.file_type()?.is_dir() {
+                            fs::remove_dir_all(inner.path())?;
+                        } else {
+                            fs::remove_file(inner.path())?;
+                        }
+                    }
+                }
+                Some("log") | Some("meta") | Some("exit") if e.file_type()?.is_file() => {
+                    fs::OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+                }
+                _ if e.file_type()?.is_dir() => fs::remove_dir_all(&path)?,
+                _ => fs::remove_file(&path)?,
+            }
+        }
+        let spare = self.root.join(self.next.to_string());
+        self.next += 1;
+        fs::rename(&dir.path, &spare)?;
+        self.free.push(spare);
+        Ok(())
+    }
+
+    /// A spare folder for `dir`, moved into place; false when none is left
+    /// (then the caller creates the folder).
+    pub fn take_for(&mut self, dir: &AttemptDir) -> bool {
+        while let Some(spare) = self.free.pop() {
+            if fs::rename(&spare, &dir.path).is_ok() {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -162,8 +284,11 @@ impl AttemptDir {
         fs::create_dir_all(self.work())?;
         fs::create_dir_all(self.output())?;
         let r = meta.resources;
-        write_atomic(
-            &self.path.join("meta"),
+        // Written in place (a spare folder's `meta` is reused; a crash
+        // mid-write leaves a folder without valid meta, which is removed at
+        // the next start before anything ran in it).
+        fs::write(
+            self.path.join("meta"),
             &format!(
                 "{} {} {} {} {} {}\n",
                 meta.task.0,

@@ -20,7 +20,7 @@ while :; do
   rc=$?
   kill -0 $pid 2>/dev/null || break
 done
-echo $rc >"$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"
+echo $rc >"$d/exit"
 "#;
 
 /// Find `program` the way `execvp` would, so a missing program fails the
