@@ -289,7 +289,7 @@ impl AttemptDir {
         // the next start before anything ran in it).
         fs::write(
             self.path.join("meta"),
-            &format!(
+            format!(
                 "{} {} {} {} {} {}\n",
                 meta.task.0,
                 r.cpu_millis,
