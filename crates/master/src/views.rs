@@ -10,19 +10,48 @@ fn worker_name(s: &State, id: &berth_core::WorkerId) -> String {
     s.worker(id).map(|w| w.name.clone()).unwrap_or_default()
 }
 
-pub fn task(s: &State, t: &TaskRecord) -> v1::Task {
+/// Queued tasks a list explains the wait of. Explaining one costs a pass
+/// over the workers, and lists run on the engine thread, so past this many
+/// a list points at `task show` instead of stalling the master.
+pub const EXPLAINED_PER_LIST: usize = 1_000;
+
+fn task_with_reason(s: &State, t: &TaskRecord, wait_reason: String) -> v1::Task {
     let attempts = s
         .attempts_of(t.id)
         .map(|a| attempt_to_wire(a, &worker_name(s, &a.worker_id)))
         .collect();
-    task_to_wire(t, attempts, s.wait_reason_at(t.id, crate::engine::now_ms()))
+    task_to_wire(t, attempts, wait_reason)
+}
+
+pub fn task(s: &State, t: &TaskRecord) -> v1::Task {
+    task_with_reason(s, t, s.wait_reason_at(t.id, crate::engine::now_ms()))
+}
+
+/// Tasks for a list, explaining the waits of the first
+/// [`EXPLAINED_PER_LIST`] queued ones.
+pub fn task_list<'a>(s: &State, tasks: impl Iterator<Item = &'a TaskRecord>) -> Vec<v1::Task> {
+    let now = crate::engine::now_ms();
+    let mut explained = 0;
+    tasks
+        .map(|t| {
+            let reason = if t.state != TaskState::Queued {
+                String::new()
+            } else if explained < EXPLAINED_PER_LIST {
+                explained += 1;
+                s.wait_reason_at(t.id, now)
+            } else {
+                format!(
+                    "not explained in lists past {EXPLAINED_PER_LIST} queued tasks; `berth task show {}` says why it waits",
+                    t.id
+                )
+            };
+            task_with_reason(s, t, reason)
+        })
+        .collect()
 }
 
 pub fn tasks(s: &State, filter: Option<TaskState>) -> Vec<v1::Task> {
-    s.tasks()
-        .filter(|t| filter.is_none_or(|f| t.state == f))
-        .map(|t| task(s, t))
-        .collect()
+    task_list(s, s.tasks().filter(|t| filter.is_none_or(|f| t.state == f)))
 }
 
 pub fn worker(s: &State, w: &WorkerRecord) -> v1::Worker {
@@ -64,4 +93,67 @@ pub fn workers(s: &State) -> Vec<v1::Worker> {
     let mut out: Vec<_> = s.workers().map(|w| worker(s, w)).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Effects, StateConfig, WorkerHello};
+    use berth_core::{Resources, TaskSpec, WorkerId};
+
+    #[test]
+    fn a_list_explains_the_first_queued_tasks_and_points_at_show_for_the_rest() {
+        let mut s = State::new(StateConfig::default());
+        let mut fx = Effects::default();
+        let total = Resources {
+            cpu_millis: 1_000,
+            memory_bytes: 1 << 30,
+            ..Resources::ZERO
+        };
+        s.hello(
+            WorkerHello {
+                id: WorkerId("w".into()),
+                name: "w".into(),
+                total,
+                drivers: vec!["process".into()],
+                gpus: vec![],
+                held: vec![],
+                draining: false,
+                labels: vec![],
+            },
+            0,
+            &mut fx,
+        )
+        .unwrap();
+        let n = EXPLAINED_PER_LIST + 5;
+        for _ in 0..=n {
+            s.submit(
+                TaskSpec::process(vec!["true".into()], total),
+                false,
+                0,
+                &mut fx,
+            )
+            .unwrap();
+        }
+        s.schedule(0, &mut fx); // the first fills the worker; the rest wait
+        let list = tasks(&s, Some(TaskState::Queued));
+        assert_eq!(list.len(), n);
+        assert!(
+            list[..EXPLAINED_PER_LIST]
+                .iter()
+                .all(|t| t.wait_reason.starts_with("waiting for capacity"))
+        );
+        assert!(
+            list[EXPLAINED_PER_LIST..]
+                .iter()
+                .all(|t| t.wait_reason.contains("task show"))
+        );
+        // One task on its own is always explained.
+        let last = s.task(berth_core::TaskId(n as u64 + 1)).unwrap();
+        assert!(
+            task(&s, last)
+                .wait_reason
+                .starts_with("waiting for capacity")
+        );
+    }
 }

@@ -139,9 +139,9 @@ pub async fn list_tasks(
                 .collect();
             let total = matching.len();
             let skip = limit.map_or(0, |l| total.saturating_sub(l));
-            let tasks: Vec<Value> = matching[skip..]
+            let tasks: Vec<Value> = views::task_list(s, matching[skip..].iter().copied())
                 .iter()
-                .map(|t| json::task(&views::task(s, t)))
+                .map(json::task)
                 .collect();
             json!({ "tasks": tasks, "total": total })
         })
