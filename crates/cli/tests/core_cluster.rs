@@ -355,28 +355,16 @@ async fn the_shell_speaks_the_predecessors_commands() {
     // No docker driver: the container task below must be refused.
     c.start_worker_env("Tessa", &["--cpus", "20", "--memory", "8G"], NO_DOCKER);
     c.wait_workers_ready(1).await;
-    let mut child = std::process::Command::new(BERTH)
-        .args(["shell"])
-        .env("BERTH_MASTER", &c.url)
-        .env("BERTH_TOKEN", &c.token)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = child.stdin.as_mut().unwrap();
-        writeln!(stdin, "run -cpu_cores 2.5 -mem 1 -name hello -- echo hi").unwrap();
-        writeln!(stdin, "run -cpu_cores -3 -- echo no").unwrap();
-        writeln!(stdin, "task busybox -cpu_cores 1").unwrap();
-        writeln!(stdin, "workers").unwrap();
-        writeln!(stdin, "list-tasks").unwrap();
-        writeln!(stdin, "fix-resources").unwrap();
-        writeln!(stdin, "frobnicate").unwrap();
-        writeln!(stdin, "exit").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = c.shell(
+        "run -cpu_cores 2.5 -mem 1 -name hello -- echo hi\n\
+         run -cpu_cores -3 -- echo no\n\
+         task busybox -cpu_cores 1\n\
+         workers\n\
+         list-tasks\n\
+         fix-resources\n\
+         frobnicate\n\
+         exit\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("{stdout}\n{stderr}");

@@ -14,7 +14,7 @@ mod common;
 use berth_proto::v1;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -38,24 +38,6 @@ fn images() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Containers a test started by hand; removed (by name) when it ends.
@@ -116,27 +98,9 @@ fn exists(name: &str) -> bool {
         .success()
 }
 
-/// Run shell lines through `berth shell` (stdin not a terminal); returns
-/// stdout and stderr together.
+/// Run shell lines through `berth shell`; returns stdout and stderr together.
 fn shell(c: &Cluster, lines: &[&str]) -> String {
-    use std::io::Write;
-    let mut child = Command::new(BERTH)
-        .arg("shell")
-        .env("BERTH_MASTER", &c.url)
-        .env("BERTH_TOKEN", &c.token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let stdin = child.stdin.as_mut().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        writeln!(stdin, "exit").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = c.shell(&format!("{}\nexit\n", lines.join("\n")));
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -7,43 +7,12 @@ mod common;
 
 use berth_proto::v1;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
-
-/// Prints every `*.out` log of the cluster when the test panics. Declare it
-/// after the `Cluster` so it runs (and reads the logs) before the temporary
-/// directory is removed.
-struct LogsOnPanic(PathBuf);
-
-impl LogsOnPanic {
-    fn of(c: &Cluster) -> LogsOnPanic {
-        LogsOnPanic(c.dir.path().to_path_buf())
-    }
-}
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let Ok(entries) = std::fs::read_dir(&self.0) else {
-            return;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "out"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            eprintln!("===== {} =====\n{text}", f.display());
-        }
-    }
-}
 
 /// The block of `berth workers` output about worker `name`, if listed.
 fn worker_block(workers_out: &str, name: &str) -> Option<String> {

@@ -14,39 +14,9 @@ use berth_proto::v1::worker_link_client::WorkerLinkClient;
 use berth_proto::v1::worker_message::Body as Out;
 use berth_proto::{BearerToken, final_seq, running_seq};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Prints every `*.out` log of the cluster when the test panics. Declare it
-/// after the `Cluster` so it runs before the temporary directory goes.
-struct LogsOnPanic(PathBuf);
-
-impl LogsOnPanic {
-    fn of(c: &Cluster) -> LogsOnPanic {
-        LogsOnPanic(c.dir.path().to_path_buf())
-    }
-}
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let Ok(entries) = std::fs::read_dir(&self.0) else {
-            return;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "out"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            eprintln!("===== {} =====\n{text}", f.display());
-        }
-    }
-}
 
 fn parse_id(out: &str) -> u64 {
     out.trim()
@@ -203,18 +173,7 @@ async fn files_are_listed_and_downloaded_byte_for_byte() {
         "files\ntask-files {id}\ndownload {id} '{}'\n",
         shell_dl.display()
     );
-    let mut child = Command::new(BERTH)
-        .arg("shell")
-        .env("BERTH_MASTER", &c.url)
-        .env("BERTH_TOKEN", &c.token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    let out = c.shell(&script);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,22 +60,7 @@ fn berth_refused(c: &Cluster, args: &[&str]) -> String {
 
 /// Feed `script` to `berth shell`; returns (succeeded, stdout, stderr).
 fn shell(c: &Cluster, script: &str) -> (bool, String, String) {
-    let mut child = Command::new(BERTH)
-        .arg("shell")
-        .env("BERTH_MASTER", &c.url)
-        .env("BERTH_TOKEN", &c.token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run berth shell");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = c.shell(script);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

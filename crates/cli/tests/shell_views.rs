@@ -6,27 +6,13 @@ mod common;
 
 use common::{BERTH, Cluster};
 use serde_json::Value;
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn shell(c: &Cluster, lines: &[&str]) -> (String, String) {
-    let mut child = Command::new(BERTH)
-        .arg("shell")
-        .env("BERTH_MASTER", &c.url)
-        .env("BERTH_TOKEN", &c.token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let stdin = child.stdin.as_mut().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut script = lines.join("\n");
+    script.push('\n');
+    let out = c.shell(&script);
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

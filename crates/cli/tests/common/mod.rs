@@ -455,3 +455,79 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[start + size + 2..];
     }
 }
+
+/// Prints every `*.out` log of the cluster when the test panics. Declare it
+/// after the `Cluster` so it runs (and reads the logs) before the temporary
+/// directory is removed.
+pub struct LogsOnPanic(PathBuf);
+
+impl LogsOnPanic {
+    pub fn of(c: &Cluster) -> LogsOnPanic {
+        LogsOnPanic(c.dir.path().to_path_buf())
+    }
+}
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "out"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            eprintln!("===== {} =====\n{text}", f.display());
+        }
+    }
+}
+
+/// Run the `docker` client.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+/// Run the `docker` client and insist it succeeds; returns trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Cluster {
+    /// Feed `script` to `berth shell` (stdin not a terminal) against this
+    /// cluster and wait for it to end.
+    pub fn shell(&self, script: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BERTH)
+            .arg("shell")
+            .env("BERTH_MASTER", &self.url)
+            .env("BERTH_TOKEN", &self.token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth shell");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())
+            .expect("write to the shell");
+        child.wait_with_output().expect("berth shell ends")
+    }
+}
