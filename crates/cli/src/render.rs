@@ -6,7 +6,7 @@
 //! (ending in a newline), so the formats are unit-tested here.
 
 use berth_core::Resources;
-use berth_core::units::{format_cores, format_gb, format_gb_unit};
+use berth_core::units::{format_cores, format_gb_unit};
 use berth_proto::{resources_or_zero, v1};
 use std::fmt::Write as _;
 
@@ -254,44 +254,13 @@ pub fn cancelled(task: &v1::Task) -> String {
 pub fn reconcile(resp: &v1::ReconcileResponse) -> String {
     let mut out = String::new();
     for fix in &resp.fixes {
-        let before = resources_or_zero(fix.before);
-        let after = resources_or_zero(fix.after);
-        let name = if fix.worker_name.is_empty() {
-            &fix.worker_id
-        } else {
-            &fix.worker_name
-        };
-        let mut changes = format!(
-            "CPU {}→{}, Memory {}→{}",
-            format_cores(before.cpu_millis),
-            format_cores(after.cpu_millis),
-            format_gb(before.memory_bytes),
-            format_gb(after.memory_bytes),
+        let _ = writeln!(
+            out,
+            "  {}",
+            berth_proto::report::fix_line(fix, resp.dry_run)
         );
-        if before.storage_bytes != after.storage_bytes {
-            let _ = write!(
-                changes,
-                ", Storage {}→{}",
-                format_gb(before.storage_bytes),
-                format_gb(after.storage_bytes)
-            );
-        }
-        if before.gpus != after.gpus {
-            let _ = write!(changes, ", GPU {}→{}", before.gpus, after.gpus);
-        }
-        let verb = if resp.dry_run {
-            "Would fix"
-        } else {
-            "✓ Fixed"
-        };
-        let _ = writeln!(out, "  {verb} {name}: {changes}, Tasks: {}", fix.tasks);
     }
-    let n = resp.fixes.len();
-    if resp.dry_run {
-        let _ = writeln!(out, "(dry run) would fix {n} workers");
-    } else {
-        let _ = writeln!(out, "✓ Resource reconciliation complete: fixed {n} workers");
-    }
+    let _ = writeln!(out, "{}", berth_proto::report::summary(resp));
     out
 }
 

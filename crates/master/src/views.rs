@@ -50,6 +50,26 @@ pub fn task_list<'a>(s: &State, tasks: impl Iterator<Item = &'a TaskRecord>) -> 
         .collect()
 }
 
+/// A reconciliation report as its wire message.
+pub fn reconcile(report: crate::state::ReconcileReport) -> v1::ReconcileResponse {
+    v1::ReconcileResponse {
+        dry_run: report.dry_run,
+        workers_checked: report.workers_checked as u32,
+        fixes: report
+            .fixes
+            .into_iter()
+            .map(|f| v1::WorkerFix {
+                worker_id: f.worker.0,
+                worker_name: f.name,
+                before: Some(f.before.into()),
+                after: Some(f.after.into()),
+                tasks: f.tasks as u32,
+                kind: f.kind.as_str().to_string(),
+            })
+            .collect(),
+    }
+}
+
 pub fn tasks(s: &State, filter: Option<TaskState>) -> Vec<v1::Task> {
     task_list(s, s.tasks().filter(|t| filter.is_none_or(|f| t.state == f)))
 }

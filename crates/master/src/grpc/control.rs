@@ -183,22 +183,7 @@ impl Control for ControlService {
             .call(|reply| Command::Reconcile { dry_run, reply })
             .await?
             .map_err(|e| Status::internal(format!("reconciling: {e}")))?;
-        Ok(Response::new(v1::ReconcileResponse {
-            dry_run: report.dry_run,
-            workers_checked: report.workers_checked as u32,
-            fixes: report
-                .fixes
-                .into_iter()
-                .map(|f| v1::WorkerFix {
-                    worker_id: f.worker.0,
-                    worker_name: f.name,
-                    before: Some(f.before.into()),
-                    after: Some(f.after.into()),
-                    tasks: f.tasks as u32,
-                    kind: f.kind.as_str().to_string(),
-                })
-                .collect(),
-        }))
+        Ok(Response::new(views::reconcile(report)))
     }
 
     async fn drain_worker(

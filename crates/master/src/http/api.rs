@@ -455,7 +455,7 @@ pub async fn reconcile(State(st): State<HttpState>, body: Bytes) -> Result<Json<
                 format!("reconciling: {e}"),
             )
         })?;
-    Ok(Json(json::reconcile(&report)))
+    Ok(Json(json::reconcile(&views::reconcile(report))))
 }
 
 #[cfg(test)]
