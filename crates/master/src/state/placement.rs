@@ -56,7 +56,8 @@ impl State {
         }
     }
 
-    /// Why a queued task is waiting, ignoring retry backoff.
+    /// Why a queued task is waiting, ignoring retry backoff (unit tests).
+    #[cfg(test)]
     pub fn wait_reason(&self, task: TaskId) -> String {
         self.wait_reason_at(task, Millis::MAX)
     }
