@@ -251,17 +251,32 @@ pub async fn start(
 }
 
 impl MasterHandle {
-    /// Wait until the master has stopped.
+    /// Wait until the master has stopped: after a shutdown, or as soon as
+    /// the engine stops on a store it cannot use (a corrupt or unreadable
+    /// database), so that the process exits non-zero and its supervisor
+    /// restarts it. A failed commit alone never stops it.
     pub async fn wait(self) -> Result<(), MasterError> {
-        let r = self.grpc.await.map_err(|_| MasterError::EngineCrashed)?;
-        r?;
-        // The services held the engine handles; once they are gone the
-        // engine finishes its last batch and returns.
         let engine = self.engine;
-        tokio::task::spawn_blocking(move || engine.join())
-            .await
-            .map_err(|_| MasterError::EngineCrashed)?
-            .map_err(|_| MasterError::EngineCrashed)??;
+        let mut engine = tokio::task::spawn_blocking(move || engine.join());
+        let mut grpc = self.grpc;
+        tokio::select! {
+            r = &mut grpc => {
+                r.map_err(|_| MasterError::EngineCrashed)??;
+                // The services held the engine handles; once they are gone
+                // the engine finishes its last batch and returns.
+                engine
+                    .await
+                    .map_err(|_| MasterError::EngineCrashed)?
+                    .map_err(|_| MasterError::EngineCrashed)??;
+            }
+            r = &mut engine => {
+                grpc.abort();
+                r.map_err(|_| MasterError::EngineCrashed)?
+                    .map_err(|_| MasterError::EngineCrashed)??;
+                // Ended without an error: every handle was dropped, which
+                // only happens at shutdown.
+            }
+        }
         Ok(())
     }
 }

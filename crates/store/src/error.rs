@@ -34,4 +34,78 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A fault a test store was told to produce (`MemStore::fail_writes`).
+    #[error("{}: {detail}", fault.describe())]
+    Injected { fault: StoreFault, detail: String },
+}
+
+/// Why a store refused a write, in the words an operator acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The disk (or its quota) is full.
+    Full,
+    /// Another process holds the database, or a lock timed out.
+    Busy,
+    /// The disk reported an I/O error, or the file became read-only.
+    Io,
+    /// The file is not a valid database any more: nothing may be trusted.
+    Corrupt,
+    /// Anything else (a bug, a constraint): not expected to pass by itself.
+    Other,
+}
+
+impl StoreFault {
+    /// A fault the master cannot serve through: the process must exit so
+    /// that its supervisor (or an operator) restarts it from the records.
+    pub fn is_fatal(self) -> bool {
+        self == StoreFault::Corrupt
+    }
+
+    /// The start of the message callers see.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StoreFault::Full => "the master's disk is full",
+            StoreFault::Busy => "the master's database is busy",
+            StoreFault::Io => "the master's disk reported an I/O error",
+            StoreFault::Corrupt => "the master's database is corrupt",
+            StoreFault::Other => "the master could not record the change",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreFault::Full => "full",
+            StoreFault::Busy => "busy",
+            StoreFault::Io => "io",
+            StoreFault::Corrupt => "corrupt",
+            StoreFault::Other => "other",
+        }
+    }
+}
+
+fn sqlite_fault(e: &rusqlite::Error) -> StoreFault {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => StoreFault::Full,
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StoreFault::Busy,
+        Some(C::SystemIoFailure | C::ReadOnly | C::CannotOpen) => StoreFault::Io,
+        Some(C::DatabaseCorrupt | C::NotADatabase) => StoreFault::Corrupt,
+        _ => StoreFault::Other,
+    }
+}
+
+impl StoreError {
+    /// What kind of fault this is. Errors at open, migration and load are
+    /// all fatal: the master cannot start (or go on) without its records.
+    pub fn fault(&self) -> StoreFault {
+        match self {
+            StoreError::Commit { source, .. } => sqlite_fault(source),
+            StoreError::Injected { fault, .. } => *fault,
+            StoreError::Open { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Load(_)
+            | StoreError::Corrupt { .. } => StoreFault::Corrupt,
+        }
+    }
 }

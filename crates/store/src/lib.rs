@@ -12,7 +12,7 @@ mod error;
 mod mem;
 mod sqlite;
 
-pub use error::StoreError;
+pub use error::{StoreError, StoreFault};
 pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 
@@ -91,4 +91,24 @@ pub trait Store: Send + 'static {
     /// the records say is allocated; the reconciler compares it with the
     /// master's state).
     fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Try a small durable write, to learn whether writes work again after
+    /// a failed commit (the master probes while it refuses writes).
+    fn probe(&mut self) -> Result<(), StoreError>;
+}
+
+/// A store shared with its owner's test: the engine commits to it while the
+/// test reads it or makes it fail (`MemStore::fail_writes`).
+impl<S: Store> Store for std::sync::Arc<std::sync::Mutex<S>> {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).load()
+    }
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).commit(writes)
+    }
+    fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).live_attempts()
+    }
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).probe()
+    }
 }

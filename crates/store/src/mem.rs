@@ -1,7 +1,7 @@
 //! An in-memory store for simulations and unit tiers. Same contract as the
 //! SQLite store (it passes the same conformance suite), no disk.
 
-use crate::{Snapshot, Store, StoreError, Write};
+use crate::{Snapshot, Store, StoreError, StoreFault, Write};
 use berth_core::{AttemptId, AttemptRecord, TaskId, TaskRecord, WorkerId, WorkerRecord};
 use std::collections::BTreeMap;
 
@@ -13,11 +13,29 @@ pub struct MemStore {
     registrations: std::collections::BTreeSet<String>,
     /// Number of batches committed (simulations read it).
     pub commits: u64,
+    /// While set, every commit and probe fails with this fault and changes
+    /// nothing (a full disk, a busy or failing one).
+    pub failing: Option<StoreFault>,
 }
 
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Make writes fail with `fault` (or work again with `None`).
+    pub fn fail_writes(&mut self, fault: Option<StoreFault>) {
+        self.failing = fault;
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self.failing {
+            Some(fault) => Err(StoreError::Injected {
+                fault,
+                detail: "injected fault".into(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -32,6 +50,7 @@ impl Store for MemStore {
     }
 
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        self.check_writable()?;
         for w in writes {
             match w {
                 Write::Task(t) => {
@@ -56,6 +75,10 @@ impl Store for MemStore {
         }
         self.commits += 1;
         Ok(())
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.check_writable()
     }
 
     fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError> {

@@ -62,6 +62,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE workers ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
      CREATE TABLE registrations (name TEXT PRIMARY KEY);",
+    // 4: small facts about the store itself (the write probe's row).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 const ATTEMPT_COLUMNS: &str = "id, task_id, worker_id, state, cpu_millis, memory_bytes, storage_bytes, gpus, gpu_ids, created_ms, started_ms, ended_ms, exit_code, reason";
@@ -432,5 +434,17 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let err = |source| StoreError::Commit { count: 0, source };
+        // A real page write, so a full disk or a failing one shows.
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
+                [format!("{:?}", std::time::SystemTime::now())],
+            )
+            .map_err(err)?;
+        Ok(())
     }
 }

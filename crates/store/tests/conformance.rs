@@ -27,7 +27,7 @@ fn sqlite_survives_reopen_and_keeps_schema_version() {
             .unwrap();
     }
     let mut s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version(), 3);
+    assert_eq!(s.schema_version(), 4);
     assert_eq!(s.load().unwrap().tasks, vec![conformance::sample_task(7)]);
 }
 

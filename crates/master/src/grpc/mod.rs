@@ -8,11 +8,11 @@ mod worker_link;
 pub use control::ControlService;
 pub use worker_link::WorkerLinkService;
 
-use crate::engine::EngineStopped;
+use crate::engine::Unavailable;
 use tonic::Status;
 
-impl From<EngineStopped> for Status {
-    fn from(e: EngineStopped) -> Status {
+impl From<Unavailable> for Status {
+    fn from(e: Unavailable) -> Status {
         Status::unavailable(e.to_string())
     }
 }

@@ -6,7 +6,7 @@
 use crate::engine::{Command, EngineHandle};
 use crate::logs::LogStore;
 use crate::outputs::{OutputError, OutputStore, Progress, Receiver};
-use crate::state::WorkerHello;
+use crate::state::{ReportError, WorkerHello};
 use berth_core::{AttemptId, GpuInfo, TaskId, WorkerId};
 use berth_proto::v1::worker_link_server::WorkerLink;
 use berth_proto::v1::worker_message::Body;
@@ -155,7 +155,14 @@ impl WorkerLink for WorkerLinkService {
                 reply,
             })
             .await?
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| match e {
+                // Held for now by a live agent (or a name whose old holder
+                // has not yet timed out): worth retrying, the agent does.
+                ReportError::NameInUse(..) | ReportError::NodeIdInUse(..) => {
+                    Status::aborted(e.to_string())
+                }
+                e => Status::failed_precondition(e.to_string()),
+            })?;
 
         let engine = self.engine.clone();
         let logs = self.logs.clone();

@@ -1,7 +1,7 @@
 //! The one error shape of the HTTP API: a status code and
 //! `{"error": "what went wrong and what to do", "field": "cpu" | null}`.
 
-use crate::engine::EngineStopped;
+use crate::engine::Unavailable;
 use axum::Json;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -38,8 +38,8 @@ impl ApiError {
     }
 }
 
-impl From<EngineStopped> for ApiError {
-    fn from(e: EngineStopped) -> Self {
+impl From<Unavailable> for ApiError {
+    fn from(e: Unavailable) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
 }

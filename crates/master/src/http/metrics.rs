@@ -39,6 +39,10 @@ struct Sample {
     workers_by_state: Vec<(WorkerState, u64)>,
     workers: Vec<WorkerRow>,
     counters: Counters,
+    /// Batches whose commit failed since start, and whether writes are
+    /// accepted now (read from the engine's health, not its state).
+    commit_failures: u64,
+    writable: bool,
 }
 
 fn sample(s: &State) -> Sample {
@@ -70,11 +74,16 @@ fn sample(s: &State) -> Sample {
         workers_by_state,
         workers,
         counters: s.counters(),
+        commit_failures: 0,
+        writable: true,
     }
 }
 
 pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, ApiError> {
-    let s = st.engine.query(sample).await?;
+    let mut s = st.engine.query(sample).await?;
+    let health = st.engine.health();
+    s.commit_failures = health.commit_failures();
+    s.writable = health.check().is_ok();
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&s)).into_response())
 }
 
@@ -258,6 +267,24 @@ fn render(s: &Sample) -> String {
         "Attempts lost (their worker died or no longer had them).",
     );
     let _ = writeln!(out, "berth_attempts_lost_total {}", c.attempts_lost);
+    family(
+        &mut out,
+        "berth_store_commit_failures_total",
+        "counter",
+        "Batches the store refused to commit (disk full, busy, I/O error); each was undone.",
+    );
+    let _ = writeln!(
+        out,
+        "berth_store_commit_failures_total {}",
+        s.commit_failures
+    );
+    family(
+        &mut out,
+        "berth_store_writable",
+        "gauge",
+        "1 while the store accepts writes, 0 while the master refuses them.",
+    );
+    let _ = writeln!(out, "berth_store_writable {}", u8::from(s.writable));
     out
 }
 
@@ -293,6 +320,8 @@ mod tests {
             "berth_reconcile_fixes_total{kind=\"records\"} 0",
             "berth_workers_declared_down_total 0",
             "berth_attempts_lost_total 0",
+            "berth_store_commit_failures_total 0",
+            "berth_store_writable 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

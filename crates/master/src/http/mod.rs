@@ -29,6 +29,8 @@ pub use openapi::OPENAPI_JSON;
 use crate::engine::EngineHandle;
 use crate::logs::LogStore;
 use axum::Router;
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get, post};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -79,11 +81,20 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/v1/reconcile", true),
 ];
 
+/// 200 `ok` while the engine runs and the store takes writes; 503 with the
+/// reason otherwise (reads may still be served: see `/api/v1`).
+async fn healthz(Extract(st): Extract<HttpState>) -> (StatusCode, String) {
+    match st.engine.health().check() {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
 /// The handler of one route of [`ROUTES`].
 fn handler(r: &Route) -> MethodRouter<HttpState> {
     match (r.method, r.path) {
         ("GET", "/") => get(dashboard::page),
-        ("GET", "/healthz") => get(|| async { "ok\n" }),
+        ("GET", "/healthz") => get(healthz),
         ("GET", "/openapi.json") => get(openapi::document),
         ("GET", "/metrics") => get(metrics::scrape),
         ("GET", "/api/v1/tasks") => get(api::list_tasks),

@@ -26,6 +26,17 @@ impl State {
         expired
     }
 
+    /// Move every worker's last sign of life by `delta_ms`, so that time the
+    /// master did not experience is not counted as the workers' silence: a
+    /// stall of the master itself (paused, swapped out, a long fsync) or a
+    /// step of the wall clock. The engine measures `delta_ms` with the
+    /// monotonic clock ([`crate::engine::liveness_shift`]).
+    pub fn shift_liveness(&mut self, delta_ms: Millis) {
+        for w in self.workers.values_mut() {
+            w.last_seen_ms += delta_ms;
+        }
+    }
+
     /// A sign of life other than a heartbeat (stream traffic).
     pub fn touch(&mut self, worker: &WorkerId, now: Millis) {
         if let Some(w) = self.workers.get_mut(worker)

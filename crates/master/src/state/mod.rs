@@ -216,6 +216,12 @@ impl State {
         self.counters
     }
 
+    /// Carry counters over to a state rebuilt from the records (the engine
+    /// rebuilds after a failed commit; the totals describe the process).
+    pub fn restore_counters(&mut self, counters: Counters) {
+        self.counters = counters;
+    }
+
     pub fn config(&self) -> &StateConfig {
         &self.config
     }

@@ -41,6 +41,10 @@ pub enum ReportError {
     NotAllowed(String),
     #[error("worker {0} is not registered (or was declared down); it must say hello again")]
     NotRegistered(WorkerId),
+    #[error(
+        "node id {0} is already used by ready worker '{1}', whose agent is connected and alive; a copy of a worker's data dir cannot join beside it: give each worker its own --data-dir (a new one gets a new node id)"
+    )]
+    NodeIdInUse(WorkerId, String),
 }
 
 impl State {
