@@ -766,7 +766,10 @@ mod tests {
             "cause names the disk: {cause}"
         );
         // Nothing of the refused batch is in the state; reads are served.
-        let ids: Vec<TaskId> = e.query(|s| s.tasks().map(|t| t.id).collect()).await.unwrap();
+        let ids: Vec<TaskId> = e
+            .query(|s| s.tasks().map(|t| t.id).collect())
+            .await
+            .unwrap();
         assert_eq!(ids, vec![TaskId(1)]);
         assert!(e.health().check().unwrap_err().contains("disk is full"));
         assert_eq!(e.health().commit_failures(), 1);
@@ -824,8 +827,13 @@ mod tests {
         store.lock().unwrap().fail_writes(Some(StoreFault::Io));
         assert!(matches!(submit(&e).await, Err(Unavailable::Storage(_))));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(rx.try_recv().is_err(), "no start for an unrecorded placement");
-        let held = e.query(|s| s.ledger().allocated(&WorkerId("w1".into()))).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "no start for an unrecorded placement"
+        );
+        let held = e
+            .query(|s| s.ledger().allocated(&WorkerId("w1".into())))
+            .await;
         assert_eq!(held.unwrap(), Resources::ZERO);
 
         store.lock().unwrap().fail_writes(None);

@@ -103,10 +103,14 @@ impl<S: Store> Store for std::sync::Arc<std::sync::Mutex<S>> {
         self.lock().unwrap_or_else(|e| e.into_inner()).load()
     }
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
-        self.lock().unwrap_or_else(|e| e.into_inner()).commit(writes)
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .commit(writes)
     }
     fn live_attempts(&mut self) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.lock().unwrap_or_else(|e| e.into_inner()).live_attempts()
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live_attempts()
     }
     fn probe(&mut self) -> Result<(), StoreError> {
         self.lock().unwrap_or_else(|e| e.into_inner()).probe()

@@ -81,16 +81,20 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
 impl Cluster {
     /// A fresh data dir and a running master.
     pub fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster {
-            dir,
+        let mut c = Cluster::empty();
+        c.start_master(&[]);
+        c
+    }
+
+    /// A fresh data dir, nothing started yet (to prepare the master's dir).
+    pub fn empty() -> Cluster {
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
             master: None,
             workers: Vec::new(),
             url: String::new(),
             token: String::new(),
-        };
-        c.start_master(&[]);
-        c
+        }
     }
 
     pub fn master_dir(&self) -> PathBuf {
@@ -100,6 +104,11 @@ impl Cluster {
     /// (Re)start the master on the same data dir. The first start binds a
     /// free port; restarts reuse it so workers find the master again.
     pub fn start_master(&mut self, extra: &[&str]) {
+        self.start_master_env(extra, &[]);
+    }
+
+    /// `start_master` with extra environment variables (e.g. libfaketime's).
+    pub fn start_master_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let mdir = self.master_dir();
         let _ = std::fs::remove_file(mdir.join("master.addr"));
         let listen = if self.url.is_empty() {
@@ -119,6 +128,7 @@ impl Cluster {
             .arg(&mdir)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file(self.dir.path(), "master"))
             .stderr(log_file(self.dir.path(), "master"))
