@@ -104,6 +104,11 @@ pub enum Command {
         /// The worker's name.
         #[arg(value_name = "WORKER")]
         worker: String,
+        /// The worker's machine is gone for good: its attempts whose fate is
+        /// unknown (it went silent while they ran) are recorded lost and
+        /// their resources released. Only for a worker declared down.
+        #[arg(long)]
+        confirm_dead: bool,
     },
     /// Allow a worker name to join a master started with
     /// --require-registration.

@@ -177,11 +177,18 @@ impl Client {
         Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
     }
 
-    pub async fn unregister_worker(&self, name: &str) -> anyhow::Result<String> {
+    pub async fn unregister_worker(
+        &self,
+        name: &str,
+        confirm_dead: bool,
+    ) -> anyhow::Result<String> {
         let resp = self
             .inner
             .clone()
-            .unregister_worker(name_request(name))
+            .unregister_worker(v1::WorkerNameRequest {
+                confirm_dead,
+                ..name_request(name)
+            })
             .await;
         Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
     }
@@ -195,6 +202,7 @@ impl Client {
 fn name_request(name: &str) -> v1::WorkerNameRequest {
     v1::WorkerNameRequest {
         name: name.to_string(),
+        confirm_dead: false,
     }
 }
 

@@ -67,6 +67,9 @@ pub enum WorkerAction {
     Drain,
     /// Remove a drained (or down) worker that runs nothing.
     Unregister,
+    /// Unregister a down worker whose machine is gone: its attempts whose
+    /// fate is unknown are recorded lost (`--confirm-dead`).
+    UnregisterDead,
     /// Allow the name to join (with `--require-registration`).
     Register,
 }
@@ -75,7 +78,7 @@ impl WorkerAction {
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerAction::Drain => "drain",
-            WorkerAction::Unregister => "unregister",
+            WorkerAction::Unregister | WorkerAction::UnregisterDead => "unregister",
             WorkerAction::Register => "register",
         }
     }
@@ -218,7 +221,8 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
         Request::Worker { action, name } => {
             let message = match action {
                 WorkerAction::Drain => client.drain_worker(name).await?,
-                WorkerAction::Unregister => client.unregister_worker(name).await?,
+                WorkerAction::Unregister => client.unregister_worker(name, false).await?,
+                WorkerAction::UnregisterDead => client.unregister_worker(name, true).await?,
                 WorkerAction::Register => client.register_worker(name).await?,
             };
             match mode {

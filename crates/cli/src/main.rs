@@ -246,8 +246,15 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
             action: WorkerAction::Drain,
             name: worker,
         },
-        Command::Unregister { worker } => Request::Worker {
-            action: WorkerAction::Unregister,
+        Command::Unregister {
+            worker,
+            confirm_dead,
+        } => Request::Worker {
+            action: if confirm_dead {
+                WorkerAction::UnregisterDead
+            } else {
+                WorkerAction::Unregister
+            },
             name: worker,
         },
         Command::Register { worker } => Request::Worker {

@@ -22,7 +22,8 @@ pub fn workers(list: &[v1::Worker]) -> String {
 fn worker_block(w: &v1::Worker) -> String {
     let total = resources_or_zero(w.total);
     let allocated = resources_or_zero(w.allocated);
-    let available = total.saturating_sub(&allocated);
+    let unknown = resources_or_zero(w.unknown);
+    let available = total.saturating_sub(&allocated).saturating_sub(&unknown);
     let name = if w.name.is_empty() { &w.id } else { &w.name };
     let mut out = String::new();
     if w.drained {
@@ -58,6 +59,19 @@ fn worker_block(w: &v1::Worker) -> String {
     );
     for g in &w.gpu_holders {
         let _ = writeln!(out, "  GPU {}: task {}", g.index, g.task_id);
+    }
+    if w.unknown_attempts > 0 {
+        let _ = write!(
+            out,
+            "  Unknown: {} tasks (CPU {}, Memory {}",
+            w.unknown_attempts,
+            format_cores(unknown.cpu_millis),
+            format_gb_unit(unknown.memory_bytes)
+        );
+        if unknown.gpus > 0 {
+            let _ = write!(out, ", GPU {}", unknown.gpus);
+        }
+        let _ = writeln!(out, ")");
     }
     let _ = writeln!(out, "  Running Tasks: {}", w.running_attempts);
     if !w.labels.is_empty() {
@@ -594,6 +608,34 @@ Worker: Tessa (ready)
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn unknown_attempts_have_a_line_of_their_own() {
+        let mut w = tessa();
+        w.state = "down".into();
+        w.allocated = res(0, 0, 0, 0);
+        w.running_attempts = 0;
+        w.unknown = res(5000, GIB / 2, 0, 0);
+        w.unknown_attempts = 1;
+        let out = workers(&[w]);
+        assert!(
+            out.contains(
+                "  CPU:     20.0 total, 0.0 allocated, 15.0 available
+  Memory:  8.0 GB total, 0.0 GB allocated, 7.5 GB available
+"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "  Unknown: 1 tasks (CPU 5.0, Memory 0.5 GB)
+  Running Tasks: 0
+"
+            ),
+            "{out}"
+        );
+        assert!(!workers(&[tessa()]).contains("Unknown"));
     }
 
     #[test]

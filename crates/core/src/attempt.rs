@@ -7,13 +7,21 @@
 //!     │  │  stop asked   │ └────────────▶ Failed | TimedOut
 //!     │  └─────────▶ Stopping ──────────▶ Cancelled (or the exit it reports)
 //!     │                  │
-//!     └──────────────────┴──────────────▶ Lost (worker declared down, or
-//!                                              absent from the worker's report)
+//!     ├──────────────────┴──────────────▶ Lost (absent from the worker's report)
+//!     │                  │
+//!     └──────────────────┴──▶ Unknown ──▶ Succeeded | Failed | … (the worker came
+//!        worker declared down     │         back with its result)
+//!                                 └─────▶ Lost (the worker came back without it,
+//!                                               or an admin confirmed it dead)
 //! ```
 //!
-//! An attempt in `Assigned`, `Running` or `Stopping` *holds resources* on its
-//! worker: the worker's allocation is exactly the sum of the requests of
-//! such attempts (DESIGN.md invariant 1). Every other state is terminal.
+//! An attempt in `Assigned`, `Running` or `Stopping` is *live*: it is its
+//! task's one current attempt. `Unknown` means its worker went silent: the
+//! task has been replaced (per its retry policy), but nobody knows whether
+//! the attempt still runs, so it still *holds resources* until its fate is
+//! known (DESIGN.md invariant 3). A worker's allocation is exactly the sum
+//! of the requests of its live and unknown attempts (invariant 1), shown
+//! apart. Every other state is terminal.
 
 use crate::Millis;
 use crate::ids::{AttemptId, TaskId, WorkerId};
@@ -33,10 +41,12 @@ pub enum AttemptState {
     TimedOut,
     Cancelled,
     Lost,
+    /// Its worker was declared down while it was live; its fate is unknown.
+    Unknown,
 }
 
 impl AttemptState {
-    pub const ALL: [AttemptState; 8] = [
+    pub const ALL: [AttemptState; 9] = [
         AttemptState::Assigned,
         AttemptState::Running,
         AttemptState::Stopping,
@@ -45,6 +55,7 @@ impl AttemptState {
         AttemptState::TimedOut,
         AttemptState::Cancelled,
         AttemptState::Lost,
+        AttemptState::Unknown,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -57,6 +68,7 @@ impl AttemptState {
             AttemptState::TimedOut => "timed_out",
             AttemptState::Cancelled => "cancelled",
             AttemptState::Lost => "lost",
+            AttemptState::Unknown => "unknown",
         }
     }
 
@@ -64,12 +76,18 @@ impl AttemptState {
         AttemptState::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
-    /// Does an attempt in this state count towards its worker's allocation?
-    pub fn holds_resources(&self) -> bool {
+    /// Is this its task's current attempt (placed, running or stopping)?
+    pub fn is_live(&self) -> bool {
         matches!(
             self,
             AttemptState::Assigned | AttemptState::Running | AttemptState::Stopping
         )
+    }
+
+    /// Does an attempt in this state count towards its worker's allocation?
+    /// Live ones, and unknown ones (they may still run).
+    pub fn holds_resources(&self) -> bool {
+        self.is_live() || *self == AttemptState::Unknown
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -84,6 +102,8 @@ impl AttemptState {
             (A::Assigned, A::Running) => true,
             (A::Assigned | A::Running, A::Stopping) => true,
             (A::Assigned | A::Running | A::Stopping, n) if n.is_terminal() => true,
+            (A::Assigned | A::Running | A::Stopping, A::Unknown) => true,
+            (A::Unknown, n) if n.is_terminal() => true,
             (A::Stopping, A::Running) => false,
             _ => false,
         };
@@ -136,9 +156,22 @@ mod tests {
             vec![
                 AttemptState::Assigned,
                 AttemptState::Running,
-                AttemptState::Stopping
+                AttemptState::Stopping,
+                AttemptState::Unknown
             ]
         );
+        assert!(!AttemptState::Unknown.is_live());
+    }
+
+    #[test]
+    fn an_unknown_attempt_ends_only_on_a_fact() {
+        use AttemptState as A;
+        assert!(A::Running.on(A::Unknown).is_ok());
+        assert!(A::Unknown.on(A::Succeeded).is_ok());
+        assert!(A::Unknown.on(A::Lost).is_ok());
+        assert!(A::Unknown.on(A::Running).is_err());
+        assert!(A::Unknown.on(A::Stopping).is_err());
+        assert!(A::Succeeded.on(A::Unknown).is_err());
     }
 
     #[test]

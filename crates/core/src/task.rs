@@ -220,7 +220,10 @@ impl TaskState {
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Succeeded)) => T::Succeeded,
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Failed | A::TimedOut)) => T::Failed,
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Cancelled)) => T::Cancelled,
-            (T::Assigned | T::Running, TaskEvent::Attempt(A::Lost)) => T::Queued,
+            (T::Assigned | T::Running, TaskEvent::Attempt(A::Lost | A::Unknown)) => T::Queued,
+            // An attempt whose worker went silent comes back with a success
+            // while its replacement waits: the first success wins.
+            (T::Queued, TaskEvent::Attempt(A::Succeeded)) => T::Succeeded,
             _ => {
                 return Err(TransitionError {
                     from: self.as_str(),

@@ -102,6 +102,9 @@ pub enum Command {
 pub enum AdminOp {
     Drain,
     Unregister,
+    /// Unregister a worker whose machine is gone: its unknown attempts are
+    /// recorded lost first (`unregister --confirm-dead`).
+    UnregisterDead,
     Register,
 }
 
@@ -597,15 +600,22 @@ impl<S: Store> Engine<S> {
                     AdminOp::Drain => self.state.drain(&name, fx).map(|_| {
                         format!("Worker {name} drained: it takes no new tasks; running ones finish")
                     }),
-                    AdminOp::Unregister => match self.state.worker_named(&name) {
-                        Ok(id) if self.sessions.contains_key(&id) => {
-                            Err(AdminError::StillConnected(name.clone()))
+                    AdminOp::Unregister | AdminOp::UnregisterDead => {
+                        match self.state.worker_named(&name) {
+                            Ok(id) if self.sessions.contains_key(&id) => {
+                                Err(AdminError::StillConnected(name.clone()))
+                            }
+                            _ => self
+                                .state
+                                .unregister(&name, op == AdminOp::UnregisterDead, now, fx)
+                                .map(|lost| match lost {
+                                    0 => format!("Worker {name} unregistered"),
+                                    n => format!(
+                                        "Worker {name} unregistered; {n} attempt(s) whose fate was unknown recorded lost and their resources released"
+                                    ),
+                                }),
                         }
-                        _ => self
-                            .state
-                            .unregister(&name, fx)
-                            .map(|_| format!("Worker {name} unregistered")),
-                    },
+                    }
                     AdminOp::Register => self
                         .state
                         .register(&name, fx)

@@ -90,14 +90,17 @@ pub fn tasks(list: &[v1::Task]) -> Value {
 pub fn worker(w: &v1::Worker) -> Value {
     let total = resources_or_zero(w.total);
     let allocated = resources_or_zero(w.allocated);
+    let unknown = resources_or_zero(w.unknown);
     json!({
         "id": w.id,
         "name": w.name,
         "state": w.state,
         "total": resources(&total),
         "allocated": resources(&allocated),
-        "available": resources(&total.saturating_sub(&allocated)),
+        "unknown": resources(&unknown),
+        "available": resources(&total.saturating_sub(&allocated).saturating_sub(&unknown)),
         "running_attempts": w.running_attempts,
+        "unknown_attempts": w.unknown_attempts,
         "drivers": w.drivers,
         "gpus": w.gpus.iter().map(|g| json!({
             "index": g.index,

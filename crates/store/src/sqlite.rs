@@ -327,7 +327,7 @@ impl Store for SqliteStore {
         collect(
             &self.conn,
             &format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('assigned', 'running', 'stopping') ORDER BY id"
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('assigned', 'running', 'stopping', 'unknown') ORDER BY id"
             ),
             row_to_attempt,
         )

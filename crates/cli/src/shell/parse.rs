@@ -350,6 +350,18 @@ fn flag_name(word: &str) -> Option<(String, Option<String>)> {
 
 /// `drain`, `unregister`, `register`: one worker name.
 fn worker_command(cmd: &str, action: WorkerAction, args: &[String]) -> Result<Request, String> {
+    let dead = |f: &String| f == "--confirm-dead" || f == "-confirm_dead";
+    if action == WorkerAction::Unregister
+        && let [a, b] = args
+        && let Some(w) = [(a, b), (b, a)]
+            .into_iter()
+            .find_map(|(w, f)| (dead(f) && !w.starts_with('-')).then_some(w))
+    {
+        return Ok(Request::Worker {
+            action: WorkerAction::UnregisterDead,
+            name: w.clone(),
+        });
+    }
     match args {
         [w] if !w.starts_with('-') => Ok(Request::Worker {
             action,
@@ -817,6 +829,14 @@ mod scheduling_tests {
         for (line, action) in [
             ("drain Tessa", WorkerAction::Drain),
             ("unregister Tessa", WorkerAction::Unregister),
+            (
+                "unregister Tessa --confirm-dead",
+                WorkerAction::UnregisterDead,
+            ),
+            (
+                "unregister -confirm_dead Tessa",
+                WorkerAction::UnregisterDead,
+            ),
             ("register Tessa", WorkerAction::Register),
         ] {
             assert_eq!(

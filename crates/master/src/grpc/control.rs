@@ -199,7 +199,13 @@ impl Control for ControlService {
         req: Request<v1::WorkerNameRequest>,
     ) -> Result<Response<v1::AdminResponse>, Status> {
         check_bearer(&req, &self.token)?;
-        self.admin(AdminOp::Unregister, req.into_inner().name).await
+        let req = req.into_inner();
+        let op = if req.confirm_dead {
+            AdminOp::UnregisterDead
+        } else {
+            AdminOp::Unregister
+        };
+        self.admin(op, req.name).await
     }
 
     async fn register_worker(

@@ -29,6 +29,7 @@ struct WorkerRow {
     total: Resources,
     allocated: Resources,
     running: usize,
+    unknown: usize,
     last_seen_ms: Millis,
 }
 
@@ -63,8 +64,9 @@ fn sample(s: &State) -> Sample {
             id: w.id.0.clone(),
             name: w.name.clone(),
             total: w.total,
-            allocated: s.ledger().allocated(&w.id),
+            allocated: s.ledger().live_allocated(&w.id),
             running: s.ledger().count_on(&w.id),
+            unknown: s.ledger().unknown(&w.id).0,
             last_seen_ms: w.last_seen_ms,
         });
     }
@@ -267,6 +269,28 @@ fn render(s: &Sample) -> String {
         "Attempts lost (their worker died or no longer had them).",
     );
     let _ = writeln!(out, "berth_attempts_lost_total {}", c.attempts_lost);
+    family(
+        &mut out,
+        "berth_attempts_unknown_total",
+        "counter",
+        "Live attempts whose worker was declared down (their fate unknown until it returns or is confirmed dead).",
+    );
+    let _ = writeln!(out, "berth_attempts_unknown_total {}", c.attempts_unknown);
+    family(
+        &mut out,
+        "berth_worker_unknown_attempts",
+        "gauge",
+        "Attempts on the worker whose fate is unknown; they keep their resources until it is known.",
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            out,
+            "berth_worker_unknown_attempts{{worker=\"{}\",worker_id=\"{}\"}} {}",
+            label(&w.name),
+            label(&w.id),
+            w.unknown
+        );
+    }
     family(
         &mut out,
         "berth_store_commit_failures_total",

@@ -4,7 +4,7 @@
 //! `--require-registration`).
 
 use super::{Effects, State};
-use berth_core::{WorkerId, WorkerState};
+use berth_core::{AttemptId, AttemptState, Millis, WorkerId, WorkerState};
 use berth_store::Write;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +21,12 @@ pub enum AdminError {
         "worker '{0}' is still connected; stop its agent first (a connected agent would register again at once), then unregister it"
     )]
     StillConnected(String),
+    #[error(
+        "worker '{0}' has {1} attempt(s) whose fate is unknown (it went silent while they ran; they may still run). If the machine is gone for good, `unregister --confirm-dead {0}` records them lost and releases their resources; if it comes back, they are settled by themselves"
+    )]
+    UnknownFate(String, usize),
+    #[error("worker '{0}' is {1}, not down; --confirm-dead is only for a worker declared down")]
+    NotDown(String, WorkerState),
 }
 
 impl State {
@@ -46,15 +52,46 @@ impl State {
     }
 
     /// Remove a drained (or down) worker that runs nothing from the records.
-    pub fn unregister(&mut self, name: &str, fx: &mut Effects) -> Result<WorkerId, AdminError> {
+    /// Attempts whose fate is unknown (the worker went silent while they
+    /// ran) keep it on the books, unless `confirm_dead`: the operator says
+    /// the machine is gone, so they are recorded lost and released. Returns
+    /// how many were.
+    pub fn unregister(
+        &mut self,
+        name: &str,
+        confirm_dead: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<usize, AdminError> {
         let id = self.worker_named(name)?;
         let w = &self.workers[&id];
         if !w.drained && w.state != WorkerState::Down {
             return Err(AdminError::NotDrained(name.to_string(), w.state));
         }
+        let unknown: Vec<AttemptId> = self
+            .ledger
+            .attempts_on(&id)
+            .filter(|a| self.attempts[a].state == AttemptState::Unknown)
+            .collect();
+        if !unknown.is_empty() && !confirm_dead {
+            return Err(AdminError::UnknownFate(name.to_string(), unknown.len()));
+        }
+        if confirm_dead && w.state != WorkerState::Down {
+            return Err(AdminError::NotDown(name.to_string(), w.state));
+        }
         let running = self.ledger.count_on(&id);
         if running > 0 {
             return Err(AdminError::StillRunning(name.to_string(), running));
+        }
+        for aid in &unknown {
+            self.finish_attempt(
+                *aid,
+                AttemptState::Lost,
+                None,
+                format!("worker {name} confirmed dead by an operator"),
+                now,
+                fx,
+            );
         }
         self.workers.remove(&id);
         self.stale.remove(&id);
@@ -63,7 +100,7 @@ impl State {
         if self.registered.remove(name) {
             fx.writes.push(Write::Unregister(name.to_string()));
         }
-        Ok(id)
+        Ok(unknown.len())
     }
 
     /// Allow a worker name to join when registration is required.

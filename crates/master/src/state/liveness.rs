@@ -1,9 +1,11 @@
 //! Worker liveness: a worker silent for longer than TTL + grace is declared
-//! down, and its live attempts become lost (releasing their resources, the
-//! tasks retried per policy). Driven by `tick(now)` from outside.
+//! down, and its live attempts become `unknown`: their tasks are replaced
+//! per their retry policy, but the attempts keep their resources until
+//! their fate is known (DESIGN.md invariant 3: silence is not a fact).
+//! Driven by `tick(now)` from outside.
 
 use super::{Effects, State};
-use berth_core::{AttemptId, AttemptState, Millis, WorkerId, WorkerState};
+use berth_core::{AttemptId, Millis, WorkerId, WorkerState};
 
 impl State {
     /// Declare down every ready worker whose last sign of life is too old.
@@ -53,14 +55,16 @@ impl State {
         let name = w.name.clone();
         self.write_worker(id, fx);
         self.refresh_worker(id);
-        let live: Vec<AttemptId> = self.ledger.attempts_on(id).collect();
+        let live: Vec<AttemptId> = self
+            .ledger
+            .attempts_on(id)
+            .filter(|a| self.attempts[a].state.is_live())
+            .collect();
         for aid in live {
-            self.finish_attempt(
+            self.attempt_unknown(
                 aid,
-                AttemptState::Lost,
-                None,
                 format!(
-                    "worker {name} declared down (no heartbeat for {:.1}s)",
+                    "worker {name} declared down (no heartbeat for {:.1}s); whether it still runs is unknown",
                     silent as f64 / 1000.0
                 ),
                 now,

@@ -144,6 +144,8 @@ pub struct Counters {
     pub record_fixes: u64,
     pub workers_declared_down: u64,
     pub attempts_lost: u64,
+    /// Attempts whose worker was declared down while they were live.
+    pub attempts_unknown: u64,
     /// Placements committed, and how long each task waited in the queue
     /// for it (since submission, or since its previous attempt ended).
     pub placements: u64,
@@ -193,8 +195,10 @@ impl State {
         for a in &snap.attempts {
             s.next_attempt = s.next_attempt.max(a.id.0 + 1);
             by_task.push((a.task_id, a.id));
-            if a.state.holds_resources() {
+            if a.state.is_live() {
                 s.live.insert(a.task_id, a.id);
+            }
+            if a.state.holds_resources() {
                 s.ledger.bind(a);
             }
         }
@@ -345,7 +349,7 @@ impl State {
             }
         }
         let mut live_per_task: HashMap<TaskId, usize> = HashMap::new();
-        for a in self.attempts.values().filter(|a| a.state.holds_resources()) {
+        for a in self.attempts.values().filter(|a| a.state.is_live()) {
             *live_per_task.entry(a.task_id).or_default() += 1;
             if self.live.get(&a.task_id) != Some(&a.id) {
                 return Err(format!(
@@ -358,8 +362,8 @@ impl State {
             return Err(format!("task {t} has {n} live attempts"));
         }
         for (t, a) in &self.live {
-            if !self.attempts[a].state.holds_resources() {
-                return Err(format!("task {t}: live attempt {a} is terminal"));
+            if !self.attempts[a].state.is_live() {
+                return Err(format!("task {t}: live attempt {a} is not live"));
             }
         }
         for t in self.tasks.values() {
@@ -369,7 +373,13 @@ impl State {
             }
             let has_live = self.live.contains_key(&t.id);
             let should = matches!(t.state, TaskState::Assigned | TaskState::Running);
-            if has_live != should {
+            // A task ended by an earlier attempt's late success while its
+            // replacement is being stopped.
+            let ending = t.state.is_terminal()
+                && self
+                    .live_attempt(t.id)
+                    .is_some_and(|a| a.state == berth_core::AttemptState::Stopping);
+            if has_live != should && !ending {
                 return Err(format!(
                     "task {} is {} but has_live={has_live}",
                     t.id, t.state

@@ -21,9 +21,10 @@ impl State {
         let mut lost = 0u32;
         let mut last_end = Millis::MIN;
         for a in self.attempts_of(task) {
-            if a.state == AttemptState::Lost {
+            if matches!(a.state, AttemptState::Lost | AttemptState::Unknown) {
                 lost += 1;
-                last_end = last_end.max(a.ended_ms.unwrap_or(a.created_ms));
+                let end = a.ended_ms.or(a.started_ms).unwrap_or(a.created_ms);
+                last_end = last_end.max(end);
             }
         }
         if lost < 2 {

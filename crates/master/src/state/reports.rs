@@ -6,7 +6,7 @@
 use super::{Effects, Outbound, State};
 use berth_core::validate::validate_resources;
 use berth_core::{
-    AttemptId, AttemptState, GpuInfo, Millis, Resources, TaskEvent, TaskState, WorkerId,
+    AttemptId, AttemptState, GpuInfo, Millis, Resources, TaskEvent, TaskId, TaskState, WorkerId,
     WorkerRecord, WorkerState,
 };
 use berth_proto::HeldReport;
@@ -221,6 +221,31 @@ impl State {
                 }
                 // Placed moments ago: its start is still on its way.
                 (AttemptState::Assigned, false) => {}
+                // Cancelled before the worker confirmed its start: this
+                // report may predate the start's arrival, so it proves
+                // nothing. The stop follows the start on the same stream;
+                // the worker answers it with a final report (also when the
+                // stop arrives first). Only a new session proves it absent.
+                (AttemptState::Stopping, false) if !fresh_session && a.started_ms.is_none() => {
+                    if now - a.created_ms > self.config.start_resend_ms {
+                        fx.outbound.push(Outbound::Stop {
+                            worker: worker.clone(),
+                            attempt: aid,
+                            reason: "cancelled by user".into(),
+                        });
+                    }
+                }
+                // Its worker came back without it: it is not running.
+                (AttemptState::Unknown, false) => {
+                    self.finish_attempt(
+                        aid,
+                        AttemptState::Lost,
+                        None,
+                        "its worker came back without it".into(),
+                        now,
+                        fx,
+                    );
+                }
                 (_, false) => {
                     self.finish_attempt(
                         aid,
@@ -257,11 +282,11 @@ impl State {
         now: Millis,
         fx: &mut Effects,
     ) -> bool {
-        let live = self
+        let mine = self
             .attempts
             .get(&h.attempt_id)
             .filter(|a| &a.worker_id == worker && a.state.holds_resources());
-        let Some(a) = live else {
+        let Some(a) = mine else {
             if h.state.holds_resources() {
                 fx.outbound.push(Outbound::Stop {
                     worker: worker.clone(),
@@ -273,6 +298,21 @@ impl State {
             return false;
         };
         match (a.state, h.state) {
+            // Its worker was silent and came back: the attempt's fate is
+            // known now. Still running → it was replaced, stop it (it holds
+            // its resources until it has stopped); ended → record how.
+            (AttemptState::Unknown, s) if s.is_terminal() => {
+                let reason = h.reason.clone();
+                self.finish_attempt(h.attempt_id, s, h.exit_code, reason, now, fx);
+            }
+            (AttemptState::Unknown, _) => {
+                fx.outbound.push(Outbound::Stop {
+                    worker: worker.clone(),
+                    attempt: h.attempt_id,
+                    reason: "replaced while its worker was unreachable".into(),
+                });
+                return true;
+            }
             (AttemptState::Assigned, AttemptState::Running) => {
                 let aid = a.id;
                 let task_id = a.task_id;
@@ -287,6 +327,13 @@ impl State {
                 self.write_attempt(aid, fx);
                 self.write_task(task_id, fx);
             }
+            (AttemptState::Stopping, AttemptState::Running) if a.started_ms.is_none() => {
+                // Cancelled before its start was confirmed; it runs now and
+                // the stop that followed the start will end it.
+                let aid = a.id;
+                self.attempts.get_mut(&aid).expect("exists").started_ms = Some(now);
+                self.write_attempt(aid, fx);
+            }
             (_, s) if s.is_terminal() => {
                 let reason = h.reason.clone();
                 self.finish_attempt(h.attempt_id, s, h.exit_code, reason, now, fx);
@@ -296,8 +343,9 @@ impl State {
         false
     }
 
-    /// End a live attempt: release its resources, move its task on, record
-    /// both. The one place resources are released.
+    /// End a resource-holding attempt (live or unknown) on a terminal fact:
+    /// release its resources, move its task on, record both. The one place
+    /// resources are released.
     pub(crate) fn finish_attempt(
         &mut self,
         aid: AttemptId,
@@ -311,21 +359,73 @@ impl State {
             self.counters.attempts_lost += 1;
         }
         let a = self.attempts.get_mut(&aid).expect("attempt exists");
-        a.state = a.state.on(outcome).expect("live attempt can end");
+        let was_live = a.state.is_live();
+        a.state = a.state.on(outcome).expect("holding attempt can end");
         a.ended_ms = Some(now);
         a.exit_code = exit_code;
         a.reason = reason.clone();
         let a = a.clone();
         self.release(&a);
+        if was_live {
+            self.live.remove(&a.task_id);
+            // A task already ended (by an earlier attempt's late success)
+            // has nothing more to decide.
+            if !self.tasks[&a.task_id].state.is_terminal() {
+                self.task_attempt_ended(a.task_id, outcome, exit_code, reason, now);
+            }
+        } else if outcome == AttemptState::Succeeded {
+            self.late_success(a.task_id, exit_code, now, fx);
+        }
+        self.dirty = true;
+        self.write_attempt(aid, fx);
+        self.write_task(a.task_id, fx);
+    }
+
+    /// A live attempt's worker was declared down: the attempt becomes
+    /// `unknown` (still holding its resources, shown apart) and its task
+    /// moves on as after a lost attempt — replaced per its retry policy.
+    pub(crate) fn attempt_unknown(
+        &mut self,
+        aid: AttemptId,
+        reason: String,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        self.counters.attempts_unknown += 1;
+        let a = self.attempts.get_mut(&aid).expect("attempt exists");
+        a.state = a.state.on(AttemptState::Unknown).expect("live attempt");
+        a.reason = reason.clone();
+        let a = a.clone();
+        self.ledger.mark_unknown(&a);
         self.live.remove(&a.task_id);
+        if !self.tasks[&a.task_id].state.is_terminal() {
+            self.task_attempt_ended(a.task_id, AttemptState::Unknown, None, reason, now);
+        }
+        self.dirty = true;
+        self.write_attempt(aid, fx);
+        self.write_task(a.task_id, fx);
+    }
+
+    /// Move a placed task on after its live attempt ended (`outcome`):
+    /// back to the queue after a lost or unknown attempt while retries are
+    /// left, else to its end.
+    fn task_attempt_ended(
+        &mut self,
+        task: TaskId,
+        outcome: AttemptState,
+        exit_code: Option<i32>,
+        reason: String,
+        now: Millis,
+    ) {
         let lost_so_far = self
-            .attempts_of(a.task_id)
-            .filter(|x| x.state == AttemptState::Lost)
+            .attempts_of(task)
+            .filter(|x| matches!(x.state, AttemptState::Lost | AttemptState::Unknown))
             .count();
-        let t = self.tasks.get_mut(&a.task_id).expect("task of attempt");
+        let t = self.tasks.get_mut(&task).expect("task of attempt");
+        let gone = matches!(outcome, AttemptState::Lost | AttemptState::Unknown);
         let event = match outcome {
-            AttemptState::Lost if t.cancel_requested => AttemptState::Cancelled,
-            AttemptState::Lost if lost_so_far > t.spec.retries as usize => AttemptState::Failed,
+            _ if gone && t.cancel_requested => AttemptState::Cancelled,
+            _ if gone && lost_so_far > t.spec.retries as usize => AttemptState::Failed,
             o => o,
         };
         t.state = t
@@ -337,8 +437,8 @@ impl State {
         } else {
             t.ended_ms = Some(now);
             t.exit_code = exit_code;
-            t.reason = match (outcome, event) {
-                (AttemptState::Lost, AttemptState::Failed) => {
+            t.reason = match (gone, event) {
+                (true, AttemptState::Failed) => {
                     format!(
                         "lost {lost_so_far} times, more than its {} retries; last: {reason}",
                         t.spec.retries
@@ -347,8 +447,43 @@ impl State {
                 _ => reason,
             };
         }
-        self.dirty = true;
-        self.write_attempt(aid, fx);
-        self.write_task(a.task_id, fx);
+    }
+
+    /// An unknown attempt came back with a success. If its task has not
+    /// ended, the first success wins: the task succeeds, a queued
+    /// replacement leaves the queue and a running one is stopped.
+    fn late_success(
+        &mut self,
+        task: TaskId,
+        exit_code: Option<i32>,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let t = self.tasks.get_mut(&task).expect("task of attempt");
+        if t.state.is_terminal() {
+            return;
+        }
+        let from = t.state;
+        t.state = TaskState::Succeeded;
+        t.ended_ms = Some(now);
+        t.exit_code = exit_code;
+        t.reason = "an attempt whose worker had gone silent succeeded after all".into();
+        if from == TaskState::Queued {
+            self.queue.remove(&task);
+        }
+        if let Some(&rid) = self.live.get(&task) {
+            let r = self.attempts.get_mut(&rid).expect("live attempt exists");
+            if r.state != AttemptState::Stopping {
+                r.state = r.state.on(AttemptState::Stopping).expect("live can stop");
+                r.reason = "another attempt of this task succeeded first".into();
+                let worker = r.worker_id.clone();
+                self.write_attempt(rid, fx);
+                fx.outbound.push(Outbound::Stop {
+                    worker,
+                    attempt: rid,
+                    reason: "another attempt of this task succeeded first".into(),
+                });
+            }
+        }
     }
 }

@@ -141,11 +141,197 @@ fn silent_worker_goes_down_and_its_task_is_retried_elsewhere() {
         .unwrap();
     let down = s.tick(6_500, &mut fx);
     assert_eq!(down, vec![first.worker_id.clone()]);
+    // Silence is not a fact: the attempt is unknown and keeps its
+    // resources, apart from the live ones; the task is replaced.
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Unknown);
+    assert_eq!(s.ledger().allocated(&first.worker_id), first.resources);
+    assert_eq!(s.ledger().live_allocated(&first.worker_id), Resources::ZERO);
+    assert_eq!(s.ledger().unknown(&first.worker_id), (1, first.resources));
+    s.schedule(6_500, &mut fx);
+    let second = s.live_attempt(t).unwrap().clone();
+    assert_ne!(second.worker_id, first.worker_id);
+    s.check_invariants().unwrap();
+    // a comes back without it: now its fate is known, and it is released.
+    s.hello(hello("a", 4_000), 7_000, &mut fx).unwrap();
     assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Lost);
     assert_eq!(s.ledger().allocated(&first.worker_id), Resources::ZERO);
-    s.schedule(6_500, &mut fx);
-    let second = s.live_attempt(t).unwrap();
-    assert_ne!(second.worker_id, first.worker_id);
+    assert_eq!(s.live_attempt(t).unwrap().id, second.id);
+    s.check_invariants().unwrap();
+}
+
+/// Two workers, a task placed on `a`, `a` declared down and the task
+/// replaced on `b`. Returns (task, first attempt, replacement).
+fn replaced_after_silence(
+    s: &mut State,
+    fx: &mut Effects,
+) -> (TaskId, berth_core::AttemptRecord, berth_core::AttemptRecord) {
+    s.hello(hello("a", 4_000), 0, fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, fx).unwrap();
+    s.schedule(0, fx);
+    let first = s.live_attempt(t).unwrap().clone();
+    report(s, first.id, AttemptState::Running, None, 10, fx);
+    s.hello(hello("b", 4_000), 0, fx).unwrap();
+    s.heartbeat(&WorkerId("b".into()), &[], false, 6_500, fx)
+        .unwrap();
+    s.tick(6_500, fx);
+    s.schedule(6_500, fx);
+    let second = s.live_attempt(t).unwrap().clone();
+    assert_eq!(second.worker_id, WorkerId("b".into()));
+    (t, first, second)
+}
+
+fn held(a: &berth_core::AttemptRecord, st: AttemptState, code: Option<i32>) -> HeldReport {
+    HeldReport {
+        attempt_id: a.id,
+        state: st,
+        exit_code: code,
+        reason: String::new(),
+    }
+}
+
+#[test]
+fn an_unknown_attempt_that_still_runs_is_stopped_and_released_only_when_it_ends() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let (t, first, second) = replaced_after_silence(&mut s, &mut fx);
+    let mut fx = Effects::default();
+    let a = WorkerId("a".into());
+    s.hello(
+        WorkerHello {
+            held: vec![held(&first, AttemptState::Running, None)],
+            ..hello("a", 4_000)
+        },
+        7_000,
+        &mut fx,
+    )
+    .unwrap();
+    assert!(
+        fx.outbound
+            .iter()
+            .any(|m| matches!(m, Outbound::Stop { attempt, .. } if *attempt == first.id)),
+        "{:?}",
+        fx.outbound
+    );
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Unknown);
+    assert_eq!(
+        s.ledger().allocated(&a),
+        first.resources,
+        "held until it ends"
+    );
+    assert_eq!(s.stale_on(&a), 1, "no new work on a until it has stopped");
+    let mut fx = Effects::default();
+    s.report(
+        &a,
+        9,
+        &held(&first, AttemptState::Cancelled, Some(143)),
+        7_500,
+        &mut fx,
+    );
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Cancelled);
+    assert_eq!(s.ledger().allocated(&a), Resources::ZERO);
+    assert_eq!(s.stale_on(&a), 0);
+    // The replacement is untouched.
+    assert_eq!(s.live_attempt(t).unwrap().id, second.id);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn the_first_success_wins_and_the_replacement_is_stopped() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let (t, first, second) = replaced_after_silence(&mut s, &mut fx);
+    let mut fx = Effects::default();
+    s.hello(
+        WorkerHello {
+            held: vec![held(&first, AttemptState::Running, None)],
+            ..hello("a", 4_000)
+        },
+        7_000,
+        &mut fx,
+    )
+    .unwrap();
+    let mut fx = Effects::default();
+    let a = WorkerId("a".into());
+    s.report(
+        &a,
+        9,
+        &held(&first, AttemptState::Succeeded, Some(0)),
+        7_500,
+        &mut fx,
+    );
+    let task = s.task(t).unwrap();
+    assert_eq!(
+        (task.state, task.exit_code),
+        (TaskState::Succeeded, Some(0))
+    );
+    assert_eq!(s.attempt(second.id).unwrap().state, AttemptState::Stopping);
+    assert!(
+        fx.outbound
+            .iter()
+            .any(|m| matches!(m, Outbound::Stop { attempt, .. } if *attempt == second.id)),
+        "{:?}",
+        fx.outbound
+    );
+    s.check_invariants().unwrap();
+    // The replacement's end is recorded; the task stays succeeded.
+    let b = WorkerId("b".into());
+    s.report(
+        &b,
+        3,
+        &held(&second, AttemptState::Cancelled, Some(143)),
+        8_000,
+        &mut fx,
+    );
+    assert_eq!(s.task(t).unwrap().state, TaskState::Succeeded);
+    assert_eq!(s.ledger().allocated(&b), Resources::ZERO);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn confirm_dead_releases_unknown_attempts_and_plain_unregister_refuses() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let (_t, first, _second) = replaced_after_silence(&mut s, &mut fx);
+    let e = s.unregister("a", false, 7_000, &mut fx).unwrap_err();
+    assert!(
+        matches!(e, AdminError::UnknownFate(ref n, 1) if n == "a"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--confirm-dead"), "{e}");
+    assert_eq!(s.unregister("a", true, 7_000, &mut fx).unwrap(), 1);
+    let a = s.attempt(first.id).unwrap();
+    assert_eq!(a.state, AttemptState::Lost);
+    assert!(a.reason.contains("confirmed dead"), "{}", a.reason);
+    assert_eq!(s.ledger().allocated(&first.worker_id), Resources::ZERO);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_heartbeat_from_before_a_start_arrived_does_not_free_a_cancelled_attempt() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let w = WorkerId("w".into());
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().clone();
+    s.cancel(t, 5, &mut fx).unwrap();
+    // A heartbeat the worker sent before the start reached it.
+    s.heartbeat(&w, &[], false, 10, &mut fx).unwrap();
+    assert_eq!(s.attempt(a.id).unwrap().state, AttemptState::Stopping);
+    assert_eq!(s.ledger().allocated(&w), a.resources, "still held");
+    // The worker started it, then got the stop: its final report frees it.
+    report(&mut s, a.id, AttemptState::Running, None, 20, &mut fx);
+    report(
+        &mut s,
+        a.id,
+        AttemptState::Cancelled,
+        Some(143),
+        30,
+        &mut fx,
+    );
+    assert_eq!(s.ledger().allocated(&w), Resources::ZERO);
+    assert_eq!(s.task(t).unwrap().state, TaskState::Cancelled);
     s.check_invariants().unwrap();
 }
 
@@ -294,7 +480,7 @@ fn priorities_pins_drain_unregister_and_registration() {
         .unwrap();
     let a = s.live_attempt(on_b).unwrap().id;
     assert!(
-        s.unregister("b", &mut fx)
+        s.unregister("b", false, 0, &mut fx)
             .unwrap_err()
             .to_string()
             .contains("still runs 1")
@@ -310,10 +496,10 @@ fn priorities_pins_drain_unregister_and_registration() {
         "{}",
         s.wait_reason(pin)
     );
-    s.unregister("b", &mut fx).unwrap();
+    s.unregister("b", false, 0, &mut fx).unwrap();
     assert!(s.worker(&WorkerId("b".into())).is_none());
     assert!(
-        s.unregister("a", &mut fx)
+        s.unregister("a", false, 0, &mut fx)
             .unwrap_err()
             .to_string()
             .contains("drain it first")
