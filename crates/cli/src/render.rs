@@ -26,11 +26,14 @@ fn worker_block(w: &v1::Worker) -> String {
     let available = total.saturating_sub(&allocated).saturating_sub(&unknown);
     let name = if w.name.is_empty() { &w.id } else { &w.name };
     let mut out = String::new();
+    let mut flags = w.state.clone();
     if w.drained {
-        let _ = writeln!(out, "Worker: {name} ({}, drained)", w.state);
-    } else {
-        let _ = writeln!(out, "Worker: {name} ({})", w.state);
+        flags.push_str(", drained");
     }
+    if w.overcommitted {
+        flags.push_str(", overcommitted");
+    }
+    let _ = writeln!(out, "Worker: {name} ({flags})");
     let _ = writeln!(
         out,
         "  CPU:     {} total, {} allocated, {} available",

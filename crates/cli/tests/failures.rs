@@ -238,7 +238,10 @@ async fn a_killed_worker_is_down_within_ttl_and_its_task_runs_elsewhere() {
     assert_eq!(settled.attempts.len(), 2, "{settled:?}");
     let out = c.berth_ok(&["workers"]);
     let b = worker_block(&out, "Alder").unwrap();
-    assert!(b.contains("  CPU:     8.0 total, 0.0 allocated, 8.0 available"), "{b}");
+    assert!(
+        b.contains("  CPU:     8.0 total, 0.0 allocated, 8.0 available"),
+        "{b}"
+    );
     assert!(!b.contains("Unknown"), "{b}");
 }
 

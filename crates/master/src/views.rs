@@ -84,6 +84,7 @@ pub fn worker(s: &State, w: &WorkerRecord) -> v1::Worker {
         running_attempts: s.ledger().count_on(&w.id) as u32,
         unknown: Some(s.ledger().unknown(&w.id).1.into()),
         unknown_attempts: s.ledger().unknown(&w.id).0 as u32,
+        overcommitted: s.is_overcommitted(&w.id),
         drivers: w.drivers.clone(),
         gpus: w.gpus.iter().cloned().map(Into::into).collect(),
         last_seen_ms: w.last_seen_ms,

@@ -101,6 +101,7 @@ pub fn worker(w: &v1::Worker) -> Value {
         "available": resources(&total.saturating_sub(&allocated).saturating_sub(&unknown)),
         "running_attempts": w.running_attempts,
         "unknown_attempts": w.unknown_attempts,
+        "overcommitted": w.overcommitted,
         "drivers": w.drivers,
         "gpus": w.gpus.iter().map(|g| json!({
             "index": g.index,

@@ -30,6 +30,7 @@ struct WorkerRow {
     allocated: Resources,
     running: usize,
     unknown: usize,
+    overcommitted: bool,
     last_seen_ms: Millis,
 }
 
@@ -67,6 +68,7 @@ fn sample(s: &State) -> Sample {
             allocated: s.ledger().live_allocated(&w.id),
             running: s.ledger().count_on(&w.id),
             unknown: s.ledger().unknown(&w.id).0,
+            overcommitted: s.is_overcommitted(&w.id),
             last_seen_ms: w.last_seen_ms,
         });
     }
@@ -289,6 +291,21 @@ fn render(s: &Sample) -> String {
             label(&w.name),
             label(&w.id),
             w.unknown
+        );
+    }
+    family(
+        &mut out,
+        "berth_worker_overcommitted",
+        "gauge",
+        "1 while the worker's attempts hold more than its totals (it came back with less); it takes no new work.",
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            out,
+            "berth_worker_overcommitted{{worker=\"{}\",worker_id=\"{}\"}} {}",
+            label(&w.name),
+            label(&w.id),
+            u8::from(w.overcommitted)
         );
     }
     family(

@@ -21,9 +21,12 @@ impl State {
 
     /// Does the worker take new work?
     pub fn takes_work(&self, id: &WorkerId) -> bool {
-        self.workers
-            .get(id)
-            .is_some_and(|w| w.state == WorkerState::Ready && !w.drained && self.stale_on(id) == 0)
+        self.workers.get(id).is_some_and(|w| {
+            w.state == WorkerState::Ready
+                && !w.drained
+                && self.stale_on(id) == 0
+                && !self.overcommitted.contains(id)
+        })
     }
 
     /// Rebuild a worker's index entry from its record and the ledger.
@@ -54,6 +57,26 @@ impl State {
         self.ledger.release(a);
         let slot = self.slot_of(&a.worker_id);
         self.index.release(slot, &a.resources);
+        if self.overcommitted.contains(&a.worker_id) {
+            self.check_capacity(&a.worker_id);
+        }
+    }
+
+    /// Flag (or clear) a worker whose attempts hold more than its totals.
+    pub(crate) fn check_capacity(&mut self, id: &WorkerId) {
+        let Some(w) = self.workers.get(id) else {
+            return;
+        };
+        let over = !self.ledger.allocated(id).le(&w.total);
+        let changed = if over {
+            self.overcommitted.insert(id.clone())
+        } else {
+            self.overcommitted.remove(id)
+        };
+        if changed {
+            self.refresh_worker(id);
+            self.dirty = true;
+        }
     }
 
     /// A task as the scheduler sees it. `None` when it is pinned to a

@@ -125,6 +125,10 @@ pub struct State {
     /// does not consider live. Nothing new is placed on a worker until it
     /// has stopped them.
     pub(crate) stale: HashMap<WorkerId, BTreeSet<AttemptId>>,
+    /// Workers that came back with totals below what their attempts hold
+    /// (restarted with a lower `--cpus`, say): shown as such, and given no
+    /// new work until what they hold fits again.
+    pub(crate) overcommitted: BTreeSet<WorkerId>,
     next_task: u64,
     next_attempt: u64,
     /// Something changed that may allow a placement.
@@ -173,6 +177,7 @@ impl State {
             reserved: None,
             ledger: Ledger::default(),
             stale: HashMap::new(),
+            overcommitted: BTreeSet::new(),
             next_task: 1,
             next_attempt: 1,
             dirty: true,
@@ -269,6 +274,11 @@ impl State {
         &self.ledger
     }
 
+    /// Does the worker hold more than its (lowered) totals?
+    pub fn is_overcommitted(&self, worker: &WorkerId) -> bool {
+        self.overcommitted.contains(worker)
+    }
+
     /// Attempts `worker` still runs that the master has told it to stop.
     pub fn stale_on(&self, worker: &WorkerId) -> usize {
         self.stale.get(worker).map_or(0, |s| s.len())
@@ -315,7 +325,7 @@ impl State {
                     w.name
                 ));
             }
-            if !truth.le(&w.total) {
+            if !truth.le(&w.total) && !self.overcommitted.contains(&w.id) {
                 return Err(format!(
                     "worker {} overcommitted: {truth:?} > {:?}",
                     w.name, w.total

@@ -94,6 +94,7 @@ impl State {
         self.workers.insert(h.id.clone(), record);
         self.write_worker(&h.id, fx);
         self.reality_check(&h.id, &h.held, true, now, fx);
+        self.check_capacity(&h.id);
         self.refresh_worker(&h.id);
         self.dirty = true;
         Ok(())

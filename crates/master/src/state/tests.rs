@@ -307,6 +307,47 @@ fn confirm_dead_releases_unknown_attempts_and_plain_unregister_refuses() {
 }
 
 #[test]
+fn a_worker_back_with_less_than_it_holds_is_overcommitted_until_it_fits() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let w = WorkerId("w".into());
+    s.hello(hello("w", 8_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(6_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().clone();
+    report(&mut s, a.id, AttemptState::Running, None, 1, &mut fx);
+    // The agent restarts with --cpus 4 and still runs the 6-core attempt.
+    s.hello(
+        WorkerHello {
+            held: vec![HeldReport {
+                attempt_id: a.id,
+                state: AttemptState::Running,
+                exit_code: None,
+                reason: String::new(),
+            }],
+            ..hello("w", 4_000)
+        },
+        10,
+        &mut fx,
+    )
+    .unwrap();
+    assert!(s.is_overcommitted(&w));
+    assert!(!s.takes_work(&w));
+    s.check_invariants().unwrap();
+    let small = s.submit(spec(500, 0), false, 20, &mut fx).unwrap();
+    assert_eq!(
+        s.schedule(20, &mut fx),
+        0,
+        "nothing placed while overcommitted"
+    );
+    report(&mut s, a.id, AttemptState::Succeeded, Some(0), 30, &mut fx);
+    assert!(!s.is_overcommitted(&w));
+    assert_eq!(s.schedule(40, &mut fx), 1);
+    assert!(s.live_attempt(small).is_some());
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn a_heartbeat_from_before_a_start_arrived_does_not_free_a_cancelled_attempt() {
     let mut s = State::new(StateConfig::default());
     let mut fx = Effects::default();
