@@ -61,6 +61,7 @@ pub async fn run(dir: &Path, workers: usize, tasks: usize) -> Result<serde_json:
             held: vec![],
             draining: false,
             labels: vec![],
+            max_attempt_id: 0,
         };
         let h = handle.clone();
         pending.push(tokio::spawn(async move {

@@ -819,6 +819,7 @@ mod tests {
             held: vec![],
             draining: false,
             labels: vec![],
+            max_attempt_id: 0,
         };
         e.call(|reply| Command::Hello {
             hello,
@@ -875,6 +876,7 @@ mod tests {
             held: vec![],
             draining: false,
             labels: vec![],
+            max_attempt_id: 0,
         };
         let (tx1, _rx1) = tmpsc::unbounded_channel();
         let first = hello("w1");

@@ -143,6 +143,7 @@ mod tests {
                 held: vec![],
                 draining: false,
                 labels: vec![],
+                max_attempt_id: 0,
             },
             0,
             &mut fx,

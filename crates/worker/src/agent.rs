@@ -564,6 +564,12 @@ impl Agent {
                     .collect(),
                 draining: self.draining,
                 labels: berth_proto::labels_to_wire(self.cfg.labels.clone()),
+                max_attempt_id: self
+                    .attempts
+                    .keys()
+                    .next_back()
+                    .map_or(0, |a| a.0)
+                    .max(self.done.max_id()),
             })),
         });
         let mut inbound = match client

@@ -76,6 +76,11 @@ impl Tombstones {
         self.ids.contains(&id)
     }
 
+    /// The highest id recorded (0 when none).
+    pub fn max_id(&self) -> u64 {
+        self.ids.iter().map(|a| a.0).max().unwrap_or(0)
+    }
+
     pub fn add(&mut self, id: AttemptId) -> io::Result<()> {
         use std::io::Write;
         if self.ids.insert(id) {

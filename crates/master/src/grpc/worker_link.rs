@@ -142,6 +142,7 @@ impl WorkerLink for WorkerLinkService {
             held: held(h.held)?,
             draining: h.draining,
             labels: berth_proto::labels_from_wire(h.labels),
+            max_attempt_id: h.max_attempt_id,
         };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

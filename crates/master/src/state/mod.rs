@@ -294,6 +294,11 @@ impl State {
         id
     }
 
+    /// Hand out attempt ids above `seen` from now on.
+    pub(crate) fn bump_attempt_ids(&mut self, seen: u64) {
+        self.next_attempt = self.next_attempt.max(seen.saturating_add(1));
+    }
+
     pub(crate) fn next_attempt_id(&mut self) -> AttemptId {
         let id = AttemptId(self.next_attempt);
         self.next_attempt += 1;

@@ -23,6 +23,9 @@ pub struct WorkerHello {
     pub held: Vec<HeldReport>,
     pub draining: bool,
     pub labels: Vec<(String, String)>,
+    /// The highest attempt id the worker has ever been given (0: none, or
+    /// an agent too old to say).
+    pub max_attempt_id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,11 +96,50 @@ impl State {
         };
         self.workers.insert(h.id.clone(), record);
         self.write_worker(&h.id, fx);
+        self.attempt_ids_seen(&h.id, h.max_attempt_id, now, fx);
         self.reality_check(&h.id, &h.held, true, now, fx);
         self.check_capacity(&h.id);
         self.refresh_worker(&h.id);
         self.dirty = true;
         Ok(())
+    }
+
+    /// Never reuse an attempt id a worker has seen: after the master's
+    /// records were restored from an older copy, ids it hands out again
+    /// would be matched to the worker's tombstones or old attempts. Ids
+    /// continue past the worker's highest, and an attempt placed here
+    /// (while it was away) under an id it has already seen is withdrawn and
+    /// its task placed again under a new one.
+    fn attempt_ids_seen(
+        &mut self,
+        worker: &WorkerId,
+        max_seen: u64,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        if max_seen == 0 {
+            return;
+        }
+        self.bump_attempt_ids(max_seen);
+        let clashing: Vec<AttemptId> = self
+            .ledger
+            .attempts_on(worker)
+            .filter(|a| a.0 <= max_seen && self.attempts[a].state == AttemptState::Assigned)
+            .filter(|a| self.attempts[a].started_ms.is_none())
+            .collect();
+        for aid in clashing {
+            // Its start may have been taken for a duplicate: it never ran.
+            self.finish_attempt(
+                aid,
+                AttemptState::Lost,
+                None,
+                format!(
+                    "attempt id {aid} was already used on this worker (the master's records were restored from an older copy); placed again under a new id"
+                ),
+                now,
+                fx,
+            );
+        }
     }
 
     /// A heartbeat: the worker is alive and holds exactly `held`.

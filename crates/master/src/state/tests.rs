@@ -35,6 +35,7 @@ fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
         held: vec![],
         draining: false,
         labels: vec![],
+        max_attempt_id: 0,
     }
 }
 
@@ -344,6 +345,31 @@ fn a_worker_back_with_less_than_it_holds_is_overcommitted_until_it_fits() {
     assert!(!s.is_overcommitted(&w));
     assert_eq!(s.schedule(40, &mut fx), 1);
     assert!(s.live_attempt(small).is_some());
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn attempt_ids_a_worker_has_seen_are_never_handed_out_again() {
+    // The master's records were restored from an older copy: its highest
+    // attempt id is 1, but worker w has already run attempts up to 7.
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("other", 4_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    assert_eq!(s.live_attempt(t).unwrap().id.0, 1);
+    s.hello(
+        WorkerHello {
+            max_attempt_id: 7,
+            ..hello("w", 4_000)
+        },
+        10,
+        &mut fx,
+    )
+    .unwrap();
+    let t2 = s.submit(spec(1_000, 0), false, 20, &mut fx).unwrap();
+    s.schedule(20, &mut fx);
+    assert_eq!(s.live_attempt(t2).unwrap().id.0, 8, "ids continue past 7");
     s.check_invariants().unwrap();
 }
 

@@ -178,6 +178,7 @@ impl World {
                     held,
                     draining: false,
                     labels: vec![],
+                    max_attempt_id: 0,
                 };
                 match st.hello(h, now, &mut fx) {
                     Ok(()) => {
