@@ -62,6 +62,7 @@ pub async fn run(dir: &Path, workers: usize, tasks: usize) -> Result<serde_json:
             draining: false,
             labels: vec![],
             max_attempt_id: 0,
+            stop_grace_ms: 0,
         };
         let h = handle.clone();
         pending.push(tokio::spawn(async move {

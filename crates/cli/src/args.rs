@@ -361,6 +361,12 @@ pub struct SubmitArgs {
     /// recorded as timed out when it runs longer.
     #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// At most once: the worker stops the task once it has heard nothing
+    /// from the master for this long (e.g. 30s), recording it
+    /// `disconnected`, and a replacement is placed only after that; without
+    /// it a network cut never stops a running task.
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
+    pub stop_after_disconnect: Option<String>,
     /// Higher runs first; tasks of one priority run in submission order
     /// (-1000 to 1000) [default: 0].
     #[arg(long, allow_hyphen_values = true, value_name = "N")]

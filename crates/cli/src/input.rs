@@ -33,6 +33,7 @@ pub struct FlagNames {
     pub constraint: &'static str,
     pub strategy: &'static str,
     pub worker: &'static str,
+    pub stop_after_disconnect: &'static str,
 }
 
 /// `berth task submit` flags.
@@ -49,6 +50,7 @@ pub const CLI_FLAGS: FlagNames = FlagNames {
     constraint: "--constraint",
     strategy: "--strategy",
     worker: "--worker",
+    stop_after_disconnect: "--stop-after-disconnect",
 };
 
 /// Shell `task` / `run` flags (the predecessor's names).
@@ -65,6 +67,7 @@ pub const SHELL_FLAGS: FlagNames = FlagNames {
     constraint: "-constraint",
     strategy: "-strategy",
     worker: "dispatch <worker>",
+    stop_after_disconnect: "-stop_after_disconnect",
 };
 
 impl FlagNames {
@@ -82,6 +85,7 @@ impl FlagNames {
             "constraint" => self.constraint,
             "strategy" => self.strategy,
             "worker" => self.worker,
+            "stop_after_disconnect" => self.stop_after_disconnect,
             _ => return None,
         })
     }
@@ -138,6 +142,8 @@ pub struct SpecInput {
     pub strategy: Option<String>,
     /// Only this worker may run it (`dispatch`).
     pub worker: Option<String>,
+    /// A duration: stop the task after this long without the master.
+    pub stop_after_disconnect: Option<String>,
     pub command: Vec<String>,
 }
 
@@ -179,6 +185,12 @@ pub fn build_spec(input: &SpecInput, flags: &FlagNames) -> Result<TaskSpec, Spec
             .timeout
             .as_deref()
             .map(|t| parse_duration_ms("timeout", t))
+            .transpose()
+            .map_err(err)?,
+        stop_after_disconnect_ms: input
+            .stop_after_disconnect
+            .as_deref()
+            .map(|t| parse_duration_ms("stop_after_disconnect", t))
             .transpose()
             .map_err(err)?,
         priority: match &input.priority {

@@ -212,6 +212,7 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
                 env: s.env,
                 retries: s.retries,
                 timeout: s.timeout,
+                stop_after_disconnect: s.stop_after_disconnect,
                 priority: s.priority,
                 constraints: s.constraints,
                 strategy: s.strategy,

@@ -43,10 +43,14 @@ pub enum AttemptState {
     Lost,
     /// Its worker was declared down while it was live; its fate is unknown.
     Unknown,
+    /// Stopped by its worker after hearing nothing from the master for the
+    /// task's `--stop-after-disconnect` (or known to have been, once that
+    /// lease ran out). Retried like `Lost`.
+    Disconnected,
 }
 
 impl AttemptState {
-    pub const ALL: [AttemptState; 9] = [
+    pub const ALL: [AttemptState; 10] = [
         AttemptState::Assigned,
         AttemptState::Running,
         AttemptState::Stopping,
@@ -56,6 +60,7 @@ impl AttemptState {
         AttemptState::Cancelled,
         AttemptState::Lost,
         AttemptState::Unknown,
+        AttemptState::Disconnected,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -69,6 +74,7 @@ impl AttemptState {
             AttemptState::Cancelled => "cancelled",
             AttemptState::Lost => "lost",
             AttemptState::Unknown => "unknown",
+            AttemptState::Disconnected => "disconnected",
         }
     }
 
@@ -88,6 +94,16 @@ impl AttemptState {
     /// Live ones, and unknown ones (they may still run).
     pub fn holds_resources(&self) -> bool {
         self.is_live() || *self == AttemptState::Unknown
+    }
+
+    /// Did the attempt end without an answer from the task itself (its
+    /// worker lost it, or stopped it for want of the master)? Such an end
+    /// is retried per the task's `--retries`; so is `Unknown`.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Lost | AttemptState::Unknown | AttemptState::Disconnected
+        )
     }
 
     pub fn is_terminal(&self) -> bool {

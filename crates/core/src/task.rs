@@ -117,6 +117,14 @@ pub struct TaskSpec {
     /// Only this worker (by name) may run it (`dispatch`).
     #[serde(default)]
     pub pinned_worker: Option<String>,
+    /// At most once: the worker stops an attempt once it has heard nothing
+    /// from the master for this long (recorded `disconnected`, retried like
+    /// `lost`), and the master places a replacement only after that, plus
+    /// the worker's stop grace and a margin, since its last sign of life —
+    /// so two attempts never run at once. Absent: a disconnect never stops
+    /// a running task.
+    #[serde(default)]
+    pub stop_after_disconnect_ms: Option<u64>,
 }
 
 impl TaskSpec {
@@ -136,6 +144,7 @@ impl TaskSpec {
             constraints: Vec::new(),
             strategy: None,
             pinned_worker: None,
+            stop_after_disconnect_ms: None,
         }
     }
 }
@@ -220,7 +229,7 @@ impl TaskState {
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Succeeded)) => T::Succeeded,
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Failed | A::TimedOut)) => T::Failed,
             (T::Assigned | T::Running, TaskEvent::Attempt(A::Cancelled)) => T::Cancelled,
-            (T::Assigned | T::Running, TaskEvent::Attempt(A::Lost | A::Unknown)) => T::Queued,
+            (T::Assigned | T::Running, TaskEvent::Attempt(e)) if e.is_gone() => T::Queued,
             // An attempt whose worker went silent comes back with a success
             // while its replacement waits: the first success wins.
             (T::Queued, TaskEvent::Attempt(A::Succeeded)) => T::Succeeded,

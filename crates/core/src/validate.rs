@@ -242,6 +242,21 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), InputError> {
             format!("{} exceeds the limit of {MAX_RETRIES}", spec.retries),
         ));
     }
+    match spec.stop_after_disconnect_ms {
+        Some(ms) if ms < 1_000 => {
+            return Err(InputError::new(
+                "stop_after_disconnect",
+                "must be at least 1s (a shorter one would stop tasks on a heartbeat's delay)",
+            ));
+        }
+        Some(ms) if ms > 365 * 24 * 3_600_000 => {
+            return Err(InputError::new(
+                "stop_after_disconnect",
+                "exceeds the limit of 365 days",
+            ));
+        }
+        _ => {}
+    }
     match spec.timeout_ms {
         Some(0) => return Err(InputError::new("timeout", "must be longer than 0s")),
         Some(t) if t > MAX_TIMEOUT_MS => {

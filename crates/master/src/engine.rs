@@ -820,6 +820,7 @@ mod tests {
             draining: false,
             labels: vec![],
             max_attempt_id: 0,
+            stop_grace_ms: 0,
         };
         e.call(|reply| Command::Hello {
             hello,
@@ -877,6 +878,7 @@ mod tests {
             draining: false,
             labels: vec![],
             max_attempt_id: 0,
+            stop_grace_ms: 0,
         };
         let (tx1, _rx1) = tmpsc::unbounded_channel();
         let first = hello("w1");

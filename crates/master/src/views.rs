@@ -144,6 +144,7 @@ mod tests {
                 draining: false,
                 labels: vec![],
                 max_attempt_id: 0,
+                stop_grace_ms: 0,
             },
             0,
             &mut fx,

@@ -67,6 +67,7 @@ impl From<TaskSpec> for v1::TaskSpec {
                 .map(|x| x.as_str().to_string())
                 .unwrap_or_default(),
             pinned_worker: s.pinned_worker.unwrap_or_default(),
+            stop_after_disconnect_ms: s.stop_after_disconnect_ms,
         }
     }
 }
@@ -89,6 +90,7 @@ impl TryFrom<v1::TaskSpec> for TaskSpec {
             resources: resources_or_zero(s.resources),
             retries: s.retries.unwrap_or(berth_core::task::DEFAULT_RETRIES),
             timeout_ms: s.timeout_ms,
+            stop_after_disconnect_ms: s.stop_after_disconnect_ms,
             priority: s.priority,
             constraints: labels_from_wire(s.constraints),
             strategy: match s.strategy.as_str() {
@@ -204,6 +206,11 @@ impl TryFrom<v1::HeldAttempt> for HeldReport {
 
 /// Sequence number of an attempt's "running" update. Derived from the
 /// attempt id, so it is stable across restarts of either side.
+/// The sequence number of an `Ack` that acknowledges a heartbeat: proof for
+/// the worker that the master hears it (no attempt has id 0). A worker
+/// counts silence for `--stop-after-disconnect` from the last one.
+pub const HEARTBEAT_SEQ: u64 = 0;
+
 pub fn running_seq(a: berth_core::AttemptId) -> u64 {
     a.0 * 2
 }

@@ -37,6 +37,7 @@ pub fn spec(s: &v1::TaskSpec) -> Value {
         "constraints": labels(&s.constraints),
         "strategy": s.strategy,
         "pinned_worker": s.pinned_worker,
+        "stop_after_disconnect_ms": s.stop_after_disconnect_ms,
     })
 }
 

@@ -28,6 +28,7 @@ pub fn sample_task(id: u64) -> TaskRecord {
             constraints: vec![("zone".into(), "b".into())],
             strategy: Some(berth_core::Strategy::Spread),
             pinned_worker: Some("Tessa".into()),
+            stop_after_disconnect_ms: Some(30_000),
         },
         state: TaskState::Queued,
         submitted_ms: 1_000 + id as i64,

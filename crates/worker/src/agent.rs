@@ -570,6 +570,7 @@ impl Agent {
                     .next_back()
                     .map_or(0, |a| a.0)
                     .max(self.done.max_id()),
+                stop_grace_ms: self.stop_grace.as_millis() as u64,
             })),
         });
         let mut inbound = match client

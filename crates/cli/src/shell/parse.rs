@@ -168,7 +168,7 @@ pub const COMMANDS: &[CommandHelp] = &[
 
 /// Flags `task` and `run` take, as listed in errors.
 const SPEC_FLAGS: &str = "-cpu_cores -mem -storage -gpu_cores -name -env -retries -timeout \
-     -priority -constraint -strategy -queue_anyway";
+     -stop_after_disconnect -priority -constraint -strategy -queue_anyway";
 
 /// Parse one line.
 pub fn parse_line(line: &str) -> Result<ShellCommand, String> {
@@ -444,6 +444,7 @@ fn spec_command(
             "name" => &mut input.name,
             "retries" => &mut input.retries,
             "timeout" => &mut input.timeout,
+            "stop_after_disconnect" => &mut input.stop_after_disconnect,
             "priority" => &mut input.priority,
             "strategy" => &mut input.strategy,
             "env" => {

@@ -143,6 +143,7 @@ impl WorkerLink for WorkerLinkService {
             draining: h.draining,
             labels: berth_proto::labels_from_wire(h.labels),
             max_attempt_id: h.max_attempt_id,
+            stop_grace_ms: h.stop_grace_ms,
         };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -23,7 +23,7 @@ use berth_core::{DriverKind, Resources, TaskSpec};
 use serde_json::{Map, Value};
 
 /// Fields a submission may have.
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 16] = [
     "image",
     "command",
     "cpu",
@@ -34,6 +34,7 @@ pub const FIELDS: [&str; 15] = [
     "env",
     "retries",
     "timeout",
+    "stop_after_disconnect",
     "priority",
     "constraints",
     "strategy",
@@ -121,6 +122,12 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
         spec.timeout_ms = Some(number_or_text(Some(t), "timeout", "", |t| {
             parse_duration_ms("timeout", t)
         })?);
+    }
+    if let Some(t) = get("stop_after_disconnect") {
+        spec.stop_after_disconnect_ms =
+            Some(number_or_text(Some(t), "stop_after_disconnect", "", |t| {
+                parse_duration_ms("stop_after_disconnect", t)
+            })?);
     }
     match get("priority") {
         None => {}

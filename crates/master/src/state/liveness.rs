@@ -5,7 +5,7 @@
 //! Driven by `tick(now)` from outside.
 
 use super::{Effects, State};
-use berth_core::{AttemptId, Millis, WorkerId, WorkerState};
+use berth_core::{AttemptId, AttemptState, Millis, WorkerId, WorkerState};
 
 impl State {
     /// Declare down every ready worker whose last sign of life is too old.
@@ -25,7 +25,43 @@ impl State {
             self.declare_down(id, now, fx);
         }
         self.counters.workers_declared_down += expired.len() as u64;
+        self.expire_leases(now, fx);
         expired
+    }
+
+    /// Unknown attempts of `--stop-after-disconnect` tasks whose lease has
+    /// run out: their worker has surely stopped them. That is a fact.
+    fn expire_leases(&mut self, now: Millis, fx: &mut Effects) {
+        let due: Vec<AttemptId> = self
+            .leases
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for aid in due {
+            self.leases.remove(&aid);
+            let Some(a) = self.attempts.get(&aid) else {
+                continue;
+            };
+            if a.state != AttemptState::Unknown {
+                continue;
+            }
+            let limit = self.tasks[&a.task_id]
+                .spec
+                .stop_after_disconnect_ms
+                .unwrap_or(0);
+            self.finish_attempt(
+                aid,
+                AttemptState::Disconnected,
+                None,
+                format!(
+                    "its worker stopped it after {:.0}s without hearing from the master (--stop-after-disconnect)",
+                    limit as f64 / 1000.0
+                ),
+                now,
+                fx,
+            );
+        }
     }
 
     /// Move every worker's last sign of life by `delta_ms`, so that time the
@@ -36,6 +72,9 @@ impl State {
     pub fn shift_liveness(&mut self, delta_ms: Millis) {
         for w in self.workers.values_mut() {
             w.last_seen_ms += delta_ms;
+        }
+        for until in self.leases.values_mut() {
+            *until += delta_ms;
         }
     }
 
@@ -60,7 +99,14 @@ impl State {
             .attempts_on(id)
             .filter(|a| self.attempts[a].state.is_live())
             .collect();
+        let last_seen = now - silent;
+        let grace = self.stop_grace.get(id).copied();
         for aid in live {
+            let task = self.attempts[&aid].task_id;
+            if let Some(limit) = self.tasks[&task].spec.stop_after_disconnect_ms {
+                self.leases
+                    .insert(aid, last_seen + super::lease_length(limit, grace));
+            }
             self.attempt_unknown(
                 aid,
                 format!(

@@ -30,11 +30,23 @@ pub use reports::{ReportError, WorkerHello};
 pub use tasks::{CancelError, SubmitError};
 
 use berth_core::{
-    AttemptId, AttemptRecord, Millis, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
-    WorkerRecord,
+    AttemptId, AttemptRecord, AttemptState, Millis, TaskId, TaskRecord, TaskSpec, TaskState,
+    WorkerId, WorkerRecord,
 };
 use berth_store::{Snapshot, Write};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A worker's stop grace when it has not said (the agent's default).
+pub const DEFAULT_STOP_GRACE_MS: Millis = 10_000;
+/// Added to a disconnect lease for what the clocks cannot see: the last
+/// heartbeat ack's trip to the worker, its tick, scheduling delays.
+pub const LEASE_MARGIN_MS: Millis = 3_000;
+
+/// How long after a worker's last sign of life an attempt with
+/// `--stop-after-disconnect limit_ms` has surely been stopped by it.
+pub fn lease_length(limit_ms: u64, stop_grace_ms: Option<Millis>) -> Millis {
+    limit_ms as Millis + stop_grace_ms.unwrap_or(DEFAULT_STOP_GRACE_MS) + LEASE_MARGIN_MS
+}
 
 /// Timing rules the state applies (all in milliseconds).
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +141,13 @@ pub struct State {
     /// (restarted with a lower `--cpus`, say): shown as such, and given no
     /// new work until what they hold fits again.
     pub(crate) overcommitted: BTreeSet<WorkerId>,
+    /// Each worker's stop grace, from its hello (for disconnect leases).
+    pub(crate) stop_grace: HashMap<WorkerId, Millis>,
+    /// Unknown attempts of `--stop-after-disconnect` tasks: when their
+    /// worker has surely stopped them (its last sign of life + the task's
+    /// limit + the stop grace + a margin). Their tasks are not placed again
+    /// before; at that time the attempt is recorded `disconnected`.
+    pub(crate) leases: BTreeMap<AttemptId, Millis>,
     next_task: u64,
     next_attempt: u64,
     /// Something changed that may allow a placement.
@@ -178,6 +197,8 @@ impl State {
             ledger: Ledger::default(),
             stale: HashMap::new(),
             overcommitted: BTreeSet::new(),
+            stop_grace: HashMap::new(),
+            leases: BTreeMap::new(),
             next_task: 1,
             next_attempt: 1,
             dirty: true,
@@ -209,6 +230,21 @@ impl State {
         }
         by_task.sort_unstable();
         s.task_attempts = by_task.into_iter().collect();
+        // Unknown attempts of at-most-once tasks: their workers' last signs
+        // of life are not known any more, so the lease starts now.
+        for a in snap
+            .attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Unknown)
+        {
+            if let Some(limit) = s
+                .tasks
+                .get(&a.task_id)
+                .and_then(|t| t.spec.stop_after_disconnect_ms)
+            {
+                s.leases.insert(a.id, now + lease_length(limit, None));
+            }
+        }
         s.attempts = snap.attempts.into_iter().map(|a| (a.id, a)).collect();
         let ids: Vec<WorkerId> = s.workers.keys().cloned().collect();
         for id in ids {

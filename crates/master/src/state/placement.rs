@@ -21,17 +21,24 @@ impl State {
         let mut lost = 0u32;
         let mut last_end = Millis::MIN;
         for a in self.attempts_of(task) {
-            if matches!(a.state, AttemptState::Lost | AttemptState::Unknown) {
+            if a.state.is_gone() {
                 lost += 1;
                 let end = a.ended_ms.or(a.started_ms).unwrap_or(a.created_ms);
                 last_end = last_end.max(end);
             }
         }
+        // An at-most-once task waits until its unknown attempt has surely
+        // been stopped by its worker.
+        let lease = self
+            .attempts_of(task)
+            .filter_map(|a| self.leases.get(&a.id).copied())
+            .max()
+            .unwrap_or(Millis::MIN);
         if lost < 2 {
-            return Millis::MIN;
+            return lease;
         }
         let backoff = (BACKOFF_BASE_MS << (lost - 2).min(16)).min(BACKOFF_MAX_MS);
-        last_end + backoff
+        (last_end + backoff).max(lease)
     }
 
     /// Why a queued task is waiting (empty if it is not queued).

@@ -26,6 +26,8 @@ pub struct WorkerHello {
     /// The highest attempt id the worker has ever been given (0: none, or
     /// an agent too old to say).
     pub max_attempt_id: u64,
+    /// The agent's stop grace (SIGTERM → SIGKILL); 0 when not said.
+    pub stop_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +97,10 @@ impl State {
             drained,
         };
         self.workers.insert(h.id.clone(), record);
+        if h.stop_grace_ms > 0 {
+            self.stop_grace
+                .insert(h.id.clone(), h.stop_grace_ms as Millis);
+        }
         self.write_worker(&h.id, fx);
         self.attempt_ids_seen(&h.id, h.max_attempt_id, now, fx);
         self.reality_check(&h.id, &h.held, true, now, fx);
@@ -169,6 +175,11 @@ impl State {
         }
         self.reality_check(worker, held, false, now, fx);
         self.refresh_worker(worker);
+        // Proof for the worker that the master hears it.
+        fx.outbound.push(Outbound::Ack {
+            worker: worker.clone(),
+            seq: berth_proto::HEARTBEAT_SEQ,
+        });
         Ok(())
     }
 
@@ -409,6 +420,7 @@ impl State {
         a.reason = reason.clone();
         let a = a.clone();
         self.release(&a);
+        self.leases.remove(&aid);
         if was_live {
             self.live.remove(&a.task_id);
             // A task already ended (by an earlier attempt's late success)
@@ -460,12 +472,9 @@ impl State {
         reason: String,
         now: Millis,
     ) {
-        let lost_so_far = self
-            .attempts_of(task)
-            .filter(|x| matches!(x.state, AttemptState::Lost | AttemptState::Unknown))
-            .count();
+        let lost_so_far = self.attempts_of(task).filter(|x| x.state.is_gone()).count();
         let t = self.tasks.get_mut(&task).expect("task of attempt");
-        let gone = matches!(outcome, AttemptState::Lost | AttemptState::Unknown);
+        let gone = outcome.is_gone();
         let event = match outcome {
             _ if gone && t.cancel_requested => AttemptState::Cancelled,
             _ if gone && lost_so_far > t.spec.retries as usize => AttemptState::Failed,

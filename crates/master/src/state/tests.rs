@@ -36,6 +36,7 @@ fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
         draining: false,
         labels: vec![],
         max_attempt_id: 0,
+        stop_grace_ms: 0,
     }
 }
 
@@ -361,6 +362,7 @@ fn attempt_ids_a_worker_has_seen_are_never_handed_out_again() {
     s.hello(
         WorkerHello {
             max_attempt_id: 7,
+            stop_grace_ms: 0,
             ..hello("w", 4_000)
         },
         10,
@@ -371,6 +373,68 @@ fn attempt_ids_a_worker_has_seen_are_never_handed_out_again() {
     s.schedule(20, &mut fx);
     assert_eq!(s.live_attempt(t2).unwrap().id.0, 8, "ids continue past 7");
     s.check_invariants().unwrap();
+}
+
+#[test]
+fn an_at_most_once_task_is_replaced_only_after_its_worker_has_surely_stopped_it() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(
+        WorkerHello {
+            stop_grace_ms: 2_000,
+            ..hello("a", 4_000)
+        },
+        0,
+        &mut fx,
+    )
+    .unwrap();
+    let mut sp = spec(1_000, 0);
+    sp.stop_after_disconnect_ms = Some(10_000);
+    let t = s.submit(sp, false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let first = s.live_attempt(t).unwrap().clone();
+    report(&mut s, first.id, AttemptState::Running, None, 10, &mut fx);
+    s.hello(hello("b", 4_000), 0, &mut fx).unwrap();
+    let b = WorkerId("b".into());
+    let beat = |s: &mut State, now: i64, fx: &mut Effects| {
+        s.heartbeat(&b, &[], false, now, fx).unwrap();
+        s.tick(now, fx);
+        s.schedule(now, fx)
+    };
+    // a's last sign of life was at 10; down at 6_500.
+    assert_eq!(beat(&mut s, 6_500, &mut fx), 0, "not replaced yet");
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Unknown);
+    assert_eq!(s.task(t).unwrap().state, TaskState::Queued);
+    // Lease: 10 + 10 s + 2 s grace + margin.
+    let until = 10 + 10_000 + 2_000 + super::LEASE_MARGIN_MS;
+    assert_eq!(
+        beat(&mut s, until - 1, &mut fx),
+        0,
+        "not before the lease ends"
+    );
+    assert_eq!(s.ledger().allocated(&first.worker_id), first.resources);
+    assert_eq!(beat(&mut s, until, &mut fx), 1, "replaced once it has");
+    assert_eq!(
+        s.attempt(first.id).unwrap().state,
+        AttemptState::Disconnected
+    );
+    assert_eq!(s.ledger().allocated(&first.worker_id), Resources::ZERO);
+    assert_eq!(s.live_attempt(t).unwrap().worker_id, b);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn every_heartbeat_is_acknowledged() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    let mut fx = Effects::default();
+    s.heartbeat(&WorkerId("w".into()), &[], false, 10, &mut fx)
+        .unwrap();
+    assert!(fx.outbound.contains(&Outbound::Ack {
+        worker: WorkerId("w".into()),
+        seq: berth_proto::HEARTBEAT_SEQ
+    }));
 }
 
 #[test]

@@ -179,6 +179,7 @@ impl World {
                     draining: false,
                     labels: vec![],
                     max_attempt_id: 0,
+                    stop_grace_ms: 0,
                 };
                 match st.hello(h, now, &mut fx) {
                     Ok(()) => {
