@@ -280,15 +280,18 @@ impl State {
                 // nothing. The stop follows the start on the same stream;
                 // the worker answers it with a final report (also when the
                 // stop arrives first). Only a new session proves it absent.
-                (AttemptState::Stopping, false) if !fresh_session && a.started_ms.is_none() => {
-                    if now - a.created_ms > self.config.start_resend_ms {
-                        fx.outbound.push(Outbound::Stop {
-                            worker: worker.clone(),
-                            attempt: aid,
-                            reason: "cancelled by user".into(),
-                        });
-                    }
+                (AttemptState::Stopping, false)
+                    if !fresh_session
+                        && a.started_ms.is_none()
+                        && now - a.created_ms > self.config.start_resend_ms =>
+                {
+                    fx.outbound.push(Outbound::Stop {
+                        worker: worker.clone(),
+                        attempt: aid,
+                        reason: "cancelled by user".into(),
+                    });
                 }
+                (AttemptState::Stopping, false) if !fresh_session && a.started_ms.is_none() => {}
                 // Its worker came back without it: it is not running.
                 (AttemptState::Unknown, false) => {
                     self.finish_attempt(
