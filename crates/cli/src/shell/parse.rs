@@ -11,7 +11,9 @@ use super::tokenize::tokenize;
 use crate::commands::{Request, WorkerAction};
 use crate::input::{SHELL_FLAGS, SpecInput, build_spec, parse_state_filter, parse_task_id};
 
-/// What a shell line asks for.
+/// What a shell line asks for. Lives for one line only, so the size of a
+/// submission's spec in `Request` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShellCommand {
     /// A blank line or a comment.
