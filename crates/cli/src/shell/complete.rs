@@ -28,6 +28,7 @@ pub const SPEC_FLAGS: &[&str] = &[
     "-env",
     "-retries",
     "-timeout",
+    "-stop_after_disconnect",
     "-priority",
     "-constraint",
     "-strategy",

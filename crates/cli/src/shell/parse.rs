@@ -36,7 +36,7 @@ pub struct CommandHelp {
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
         name: "task",
-        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-retries N] [-timeout DURATION] [-priority N] [-constraint K=V]... [-strategy binpack|spread] [-queue_anyway] [-- command args...]",
+        usage: "task <image> [-cpu_cores N] [-mem GB] [-storage GB] [-gpu_cores N] [-name NAME] [-env K=V]... [-retries N] [-timeout DURATION] [-stop_after_disconnect DURATION] [-priority N] [-constraint K=V]... [-strategy binpack|spread] [-queue_anyway] [-- command args...]",
         example: "task ubuntu:latest -cpu_cores 5.0 -mem 2 -- sleep 60",
         summary: "run a container task (docker driver)",
     },
@@ -579,6 +579,19 @@ mod tests {
         assert_eq!(s.env.len(), 2);
         assert_eq!(s.command, ["python", "-u", "train.py", "--lr", "0.1"]);
         assert!(q);
+    }
+
+    #[test]
+    fn stop_after_disconnect_is_a_duration_of_at_least_a_second() {
+        let (s, _) = submit("run -stop_after_disconnect 30s -- sleep 100");
+        assert_eq!(s.stop_after_disconnect_ms, Some(30_000));
+        let (s, _) = submit("run -- true");
+        assert_eq!(s.stop_after_disconnect_ms, None);
+        let e = err("run -stop_after_disconnect 0.5s -- true");
+        assert!(
+            e.starts_with("stop_after_disconnect (-stop_after_disconnect): must be at least 1s"),
+            "{e}"
+        );
     }
 
     #[test]
