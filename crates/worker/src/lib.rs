@@ -7,7 +7,10 @@
 //! * `driver` — the small trait every driver implements, and the process
 //!   driver behind it.
 //! * `process` — the process driver's `sh` supervisor: one per attempt, it
-//!   outlives the agent and records the exit status.
+//!   outlives the agent, and when the command ends kills the rest of the
+//!   attempt's process tree before its status is recorded.
+//! * `cgroup` — how an attempt's processes are kept together: a cgroup per
+//!   attempt where the host allows it, else the process group.
 //! * `docker` — the docker driver: one labelled container per attempt
 //!   through the Docker Engine API, re-attached by label, dangling ones
 //!   reaped.
@@ -19,6 +22,7 @@
 
 mod agent;
 pub mod attempt_dir;
+pub mod cgroup;
 pub mod detect;
 pub mod docker;
 pub mod driver;
@@ -152,7 +156,12 @@ pub async fn run(
     }
     let mut det = detect(&config)?;
     let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-    let process = driver::ProcessDriver::new(exits_tx.clone());
+    let containment = cgroup::Containment::detect(&det.node_id);
+    tracing::info!(
+        mechanism = %containment.describe(),
+        "process tasks end with their whole process tree"
+    );
+    let process = driver::ProcessDriver::new(exits_tx.clone(), containment);
     let docker = if det.drivers.iter().any(|d| d == "docker") {
         match docker::connect().await {
             Ok(client) => Some(Box::new(docker::DockerDriver::new(
