@@ -8,13 +8,14 @@
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
 //! | `exit`    | driver      | the exit status once it ended and nothing of it runs (absent: not yet) |
 //! | `failed`  | driver      | why it could not start (the outcome is failed) |
+//! | `lost`    | docker driver | why it never ran (the outcome is lost: retried) |
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
 //! | `timed_out` | agent     | stopped for running past its limit             |
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
-//! Every file an outcome is read from (`meta`, `exit`, `failed`,
+//! Every file an outcome is read from (`meta`, `exit`, `failed`, `lost`,
 //! `stopped`, `limit`, `timed_out`) and every tombstone is fsynced (with
 //! its folder entry) before the agent acts on it, so what was reported to
 //! the master is what a restart after a machine crash reads again.
@@ -371,6 +372,17 @@ impl AttemptDir {
 
     pub fn failed(&self) -> Option<String> {
         fs::read_to_string(self.path.join("failed")).ok()
+    }
+
+    /// Record that the attempt never ran and its fate is known (its
+    /// container was found never started): its outcome is `lost`, which
+    /// the master retries, with this reason.
+    pub fn set_lost(&self, reason: &str) -> io::Result<()> {
+        write_atomic(&self.path.join("lost"), reason)
+    }
+
+    pub fn lost(&self) -> Option<String> {
+        fs::read_to_string(self.path.join("lost")).ok()
     }
 
     /// Record the supervisor: a `pid N` line appended to `meta` (not a file

@@ -139,6 +139,43 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
     detect::detect(config)
 }
 
+/// Whether this worker has the docker driver, and its engine. An engine
+/// that answers gives the driver (and the data dir notes it); one that does
+/// not is waited for (in the background) when this worker ran containers
+/// before, so the attempts of those containers stay held and are picked up
+/// again when it answers; otherwise there is no docker driver.
+async fn docker_engine(config: &WorkerConfig, det: &mut Detected) -> Option<docker::Engine> {
+    let used_before = docker::used_before(&config.data_dir);
+    let answers = det.drivers.iter().any(|d| d == "docker");
+    let error = if answers {
+        match docker::connect().await {
+            Ok(client) => {
+                docker::remember(&config.data_dir);
+                return Some(docker::Engine::connected(client));
+            }
+            Err(e) => e,
+        }
+    } else {
+        "no answer on its socket".to_string()
+    };
+    if used_before {
+        tracing::warn!(
+            error = %error,
+            "the Docker engine does not answer; this worker ran containers before, so it keeps \
+             the docker driver, holds its container attempts and tries the engine again"
+        );
+        if !answers {
+            det.drivers.push("docker".to_string());
+        }
+        return Some(docker::Engine::connecting());
+    }
+    if answers {
+        tracing::warn!(error = %error, "the Docker engine does not answer; no docker driver");
+    }
+    det.drivers.retain(|d| d != "docker");
+    None
+}
+
 /// Run the agent until `shutdown` resolves. Tasks keep running after it
 /// returns; the next start re-attaches to them.
 pub async fn run(
@@ -162,27 +199,23 @@ pub async fn run(
         "process tasks end with their whole process tree"
     );
     let process = driver::ProcessDriver::new(exits_tx.clone(), containment);
-    let docker = if det.drivers.iter().any(|d| d == "docker") {
-        match docker::connect().await {
-            Ok(client) => Some(Box::new(docker::DockerDriver::new(
-                client,
-                det.node_id.clone(),
-                exits_tx,
-                config.stop_grace,
-                docker::ReapPolicy {
-                    interval: config.reap_interval,
-                    grace: config.reap_grace,
-                },
-            )) as Box<dyn driver::Driver>),
-            Err(e) => {
-                tracing::warn!(error = %e, "the Docker engine does not answer; no docker driver");
-                det.drivers.retain(|d| d != "docker");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let docker = docker_engine(&config, &mut det).await.map(|engine| {
+        let me = docker::Identity {
+            node_id: det.node_id.clone(),
+            name: config.name.clone(),
+            data_dir: config.data_dir.display().to_string(),
+        };
+        Box::new(docker::DockerDriver::new(
+            engine,
+            me,
+            exits_tx,
+            config.stop_grace,
+            docker::ReapPolicy {
+                interval: config.reap_interval,
+                grace: config.reap_grace,
+            },
+        )) as Box<dyn driver::Driver>
+    });
     let drivers = driver::Drivers {
         process: Box::new(process),
         docker,
