@@ -145,33 +145,25 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
 /// before, so the attempts of those containers stay held and are picked up
 /// again when it answers; otherwise there is no docker driver.
 async fn docker_engine(config: &WorkerConfig, det: &mut Detected) -> Option<docker::Engine> {
-    let used_before = docker::used_before(&config.data_dir);
-    let answers = det.drivers.iter().any(|d| d == "docker");
-    let error = if answers {
-        match docker::connect().await {
-            Ok(client) => {
-                docker::remember(&config.data_dir);
-                return Some(docker::Engine::connected(client));
-            }
-            Err(e) => e,
+    if !det.drivers.iter().any(|d| d == "docker") {
+        return None;
+    }
+    let error = match docker::connect().await {
+        Ok(client) => {
+            docker::remember(&config.data_dir);
+            return Some(docker::Engine::connected(client));
         }
-    } else {
-        "no answer on its socket".to_string()
+        Err(e) => e,
     };
-    if used_before {
+    if docker::used_before(&config.data_dir) {
         tracing::warn!(
             error = %error,
             "the Docker engine does not answer; this worker ran containers before, so it keeps \
              the docker driver, holds its container attempts and tries the engine again"
         );
-        if !answers {
-            det.drivers.push("docker".to_string());
-        }
         return Some(docker::Engine::connecting());
     }
-    if answers {
-        tracing::warn!(error = %error, "the Docker engine does not answer; no docker driver");
-    }
+    tracing::warn!(error = %error, "the Docker engine does not answer; no docker driver");
     det.drivers.retain(|d| d != "docker");
     None
 }
