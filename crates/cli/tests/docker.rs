@@ -594,3 +594,196 @@ async fn gpus_are_handed_out_exclusively_and_listed_by_task() {
     assert!(ws[0].gpu_holders.is_empty(), "{ws:?}");
     assert_eq!(berth_proto::resources_or_zero(ws[0].allocated).gpus, 0);
 }
+
+/// The container of task `task` on `node`, once it has started (the task
+/// is reported running before its container is even created).
+fn started_container(node: &str, task: u64) -> String {
+    wait_for(Duration::from_secs(20), || {
+        containers_of(node, task)
+            .into_iter()
+            .find(|id| inspect(id)["State"]["Running"] == true)
+    })
+    .expect("a started container of the task")
+}
+
+/// The name and labels of a container, from `docker inspect`.
+fn name_and_labels(id: &str) -> (String, Vec<(String, String)>) {
+    let info = inspect(id);
+    let name = info["Name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let labels = info["Config"]["Labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    (name, labels)
+}
+
+/// An agent that died between creating an attempt's container and starting
+/// it: the restarted agent finds it `created`, reports the attempt lost
+/// (never succeeded: it never ran), removes the container, and the master
+/// runs the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_never_started_is_reported_lost_and_run_again() {
+    images();
+    let mut c = Cluster::start();
+    let _logs = LogsOnPanic::of(&c);
+    c.start_worker("Dock", &["--cpus", "4", "--memory", "2G"]);
+    c.wait_workers_ready(1).await;
+    let mut client = c.client().await;
+    let node = node_id(&c, "Dock");
+    let id = submit(
+        &mut client,
+        container_spec(IMAGE, 1000, 64 << 20, &["sh", "-c", "echo ran; sleep 3"]),
+    )
+    .await;
+    wait_state(&mut client, id, "running", Duration::from_secs(20)).await;
+    let started = started_container(&node, id);
+    let (name, labels) = name_and_labels(&started);
+    let mut guard = OwnContainers(vec![name.clone()]);
+
+    c.workers[0].kill9();
+    // Put the state the crash would have left in its place: the same name
+    // and labels, created, never started.
+    docker_ok(&["rm", "-f", &started]);
+    let mut args = vec!["create".to_string(), "--name".into(), name.clone()];
+    for (k, v) in &labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend([
+        IMAGE.into(),
+        "sh".into(),
+        "-c".into(),
+        "echo must not run".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let created = docker_ok(&args);
+    guard.0.push(created.clone());
+    assert_eq!(inspect(&created)["State"]["Status"], "created");
+
+    c.start_worker("Dock", &["--cpus", "4", "--memory", "2G"]);
+    let t = wait_terminal(&mut client, id, Duration::from_secs(60)).await;
+    assert_eq!(t.attempts.len(), 2, "lost, then run again: {t:?}");
+    assert_eq!(t.attempts[0].state, "lost", "{t:?}");
+    assert!(t.attempts[0].reason.contains("never ran"), "{t:?}");
+    assert_eq!(t.attempts[1].state, "succeeded", "{t:?}");
+    assert_eq!(t.state, "succeeded", "{t:?}");
+    assert!(!exists(&created), "the never-started container is removed");
+    assert!(containers_of(&node, id).is_empty());
+}
+
+/// A worker whose data dir was wiped comes back with a new node id: its
+/// reaper still removes the containers of its previous life (same name and
+/// data dir, another node id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_wiped_data_dir_reaps_its_old_containers() {
+    images();
+    let mut c = Cluster::start();
+    let _logs = LogsOnPanic::of(&c);
+    c.start_worker("Dock", &["--cpus", "4", "--memory", "2G"]);
+    c.wait_workers_ready(1).await;
+    let mut client = c.client().await;
+    let old_node = node_id(&c, "Dock");
+    let id = submit(
+        &mut client,
+        container_spec(IMAGE, 1000, 64 << 20, &["sleep", "600"]),
+    )
+    .await;
+    wait_state(&mut client, id, "running", Duration::from_secs(20)).await;
+    let old = started_container(&old_node, id);
+    let _guard = OwnContainers(vec![old.clone()]);
+
+    c.workers[0].kill9();
+    std::fs::remove_dir_all(c.dir.path().join("worker-Dock")).unwrap();
+    // Its name is free again once the master has judged it down; the task
+    // is not to run again.
+    let down = wait_for_async(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let ws = workers(&mut client).await;
+            ws.iter()
+                .any(|w| w.name == "Dock" && w.state == "down")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(down.is_some(), "the killed worker is never judged down");
+    c.berth_ok(&["task", "cancel", &id.to_string()]);
+
+    c.start_worker("Dock", &["--cpus", "4", "--memory", "2G"]);
+    c.wait_workers_ready(1).await;
+    assert_ne!(
+        node_id(&c, "Dock"),
+        old_node,
+        "a wiped data dir, a new node id"
+    );
+    assert_eq!(inspect(&old)["State"]["Running"], true);
+    // A round every 10 s; the container is older than the 10 s grace.
+    let gone = wait_for(Duration::from_secs(40), || (!exists(&old)).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the container of the worker's previous life was not reaped; worker log:\n{}",
+        c.log("Dock")
+    );
+    assert!(c.log("Dock").contains("before its data dir was wiped"));
+}
+
+/// The engine does not answer when a restarted agent comes up: the agent
+/// keeps the docker driver, holds the attempt as running (not failed),
+/// tries the engine again, and re-attaches when it answers. The engine's
+/// absence is played by a `DOCKER_HOST` socket path that is a link to the
+/// real socket, removed and put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_away_at_agent_start_is_waited_for_and_its_containers_picked_up() {
+    images();
+    let mut c = Cluster::start();
+    let _logs = LogsOnPanic::of(&c);
+    let sock_dir = c.dir.path().join("engine");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let sock = sock_dir.join("docker.sock");
+    std::os::unix::fs::symlink("/var/run/docker.sock", &sock).unwrap();
+    let host = format!("unix://{}", sock.display());
+    let env = [("DOCKER_HOST", host.as_str())];
+    c.start_worker_env("Dock", &["--cpus", "4", "--memory", "2G"], &env);
+    c.wait_workers_ready(1).await;
+    let mut client = c.client().await;
+    let node = node_id(&c, "Dock");
+    let id = submit(
+        &mut client,
+        container_spec(
+            IMAGE,
+            1000,
+            64 << 20,
+            &["sh", "-c", "echo start; sleep 10; echo end"],
+        ),
+    )
+    .await;
+    wait_state(&mut client, id, "running", Duration::from_secs(20)).await;
+    let cid = started_container(&node, id);
+    let _guard = OwnContainers(vec![cid.clone()]);
+
+    c.workers[0].kill9();
+    std::fs::remove_file(&sock).unwrap();
+    c.start_worker_env("Dock", &["--cpus", "4", "--memory", "2G"], &env);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let t = task(&mut client, id).await;
+    assert_eq!(t.state, "running", "held while the engine is away: {t:?}");
+    assert_eq!(t.attempts.len(), 1, "{t:?}");
+    assert!(
+        c.log("Dock").contains("the Docker engine does not answer"),
+        "{}",
+        c.log("Dock")
+    );
+
+    std::os::unix::fs::symlink("/var/run/docker.sock", &sock).unwrap();
+    let t = wait_terminal(&mut client, id, Duration::from_secs(60)).await;
+    assert_eq!(t.state, "succeeded", "{t:?}");
+    assert_eq!(t.attempts.len(), 1, "recorded once: {t:?}");
+    assert_eq!(log_of(&mut client, id).await, "start\nend\n");
+    assert!(containers_of(&node, id).is_empty());
+}

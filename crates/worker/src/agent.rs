@@ -75,6 +75,14 @@ fn final_report(dir: &AttemptDir, exit: Option<i32>) -> HeldReport {
             reason,
         };
     }
+    if let Some(reason) = dir.lost() {
+        return HeldReport {
+            attempt_id: id,
+            state: AttemptState::Lost,
+            exit_code: None,
+            reason,
+        };
+    }
     if dir.is_timed_out() {
         let limit = dir.limit().map_or(0, |(_, l)| l);
         return HeldReport {

@@ -3,16 +3,22 @@
 //!
 //! | file      | written by  | meaning                                        |
 //! |-----------|-------------|------------------------------------------------|
-//! | `meta`    | agent       | task id, resources, driver; then `pid N`       |
+//! | `meta`    | agent       | task id, resources, driver; then `pid N` and `cgroup PATH` (agent), `rc N` (supervisor) |
 //! | `container` | docker driver | the container's id, once created           |
 //! | `log`     | supervisor  | the task's stdout and stderr                   |
-//! | `exit`    | supervisor  | the exit status when it ends (empty: not yet)  |
+//! | `exit`    | driver      | the exit status once it ended and nothing of it runs (absent: not yet) |
 //! | `failed`  | driver      | why it could not start (the outcome is failed) |
+//! | `lost`    | docker driver | why it never ran (the outcome is lost: retried) |
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
 //! | `timed_out` | agent     | stopped for running past its limit             |
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
+//!
+//! Every file an outcome is read from (`meta`, `exit`, `failed`, `lost`,
+//! `stopped`, `limit`, `timed_out`) and every tombstone is fsynced (with
+//! its folder entry) before the agent acts on it, so what was reported to
+//! the master is what a restart after a machine crash reads again.
 //!
 //! An attempt whose folder exists is held by this worker; once the master
 //! has acknowledged its final result the folder is emptied and kept as a
@@ -83,9 +89,13 @@ impl Tombstones {
 
     pub fn add(&mut self, id: AttemptId) -> io::Result<()> {
         use std::io::Write;
-        if self.ids.insert(id) {
-            writeln!(self.file, "{} {}", id.0, epoch_ms())?;
+        if self.ids.contains(&id) {
+            return Ok(());
         }
+        // Durable before it counts: the caller forgets the attempt next.
+        writeln!(self.file, "{} {}", id.0, epoch_ms())?;
+        self.file.sync_data()?;
+        self.ids.insert(id);
         Ok(())
     }
 }
@@ -291,10 +301,11 @@ impl AttemptDir {
         let r = meta.resources;
         // Written in place (a spare folder's `meta` is reused; a crash
         // mid-write leaves a folder without valid meta, which is removed at
-        // the next start before anything ran in it).
-        fs::write(
-            self.path.join("meta"),
-            format!(
+        // the next start before anything ran in it), then made durable with
+        // the folder's entries and the folder's own entry in the root.
+        write_durable(
+            &self.path.join("meta"),
+            &format!(
                 "{} {} {} {} {} {}\n",
                 meta.task.0,
                 r.cpu_millis,
@@ -305,7 +316,8 @@ impl AttemptDir {
             ),
         )?;
         fs::File::create(self.log())?;
-        Ok(())
+        sync_dir(&self.path)?;
+        sync_parent(&self.path)
     }
 
     /// The recorded meta. Folders written before drivers were recorded
@@ -367,29 +379,62 @@ impl AttemptDir {
         fs::read_to_string(self.path.join("failed")).ok()
     }
 
-    /// Record the supervisor's pid: a `pid N` line appended to `meta` (not
-    /// a file of its own: every inode a task costs shows in a busy worker's
-    /// CPU time).
-    pub fn set_pid(&self, pid: u32) -> io::Result<()> {
+    /// Record that the attempt never ran and its fate is known (its
+    /// container was found never started): its outcome is `lost`, which
+    /// the master retries, with this reason.
+    pub fn set_lost(&self, reason: &str) -> io::Result<()> {
+        write_atomic(&self.path.join("lost"), reason)
+    }
+
+    pub fn lost(&self) -> Option<String> {
+        fs::read_to_string(self.path.join("lost")).ok()
+    }
+
+    /// Record the supervisor: a `pid N` line appended to `meta` (not a file
+    /// of its own: every inode a task costs shows in a busy worker's CPU
+    /// time), and `cgroup PATH` when the attempt has a cgroup. Written
+    /// before the supervisor may start the command, so an attempt that
+    /// runs can always be found and stopped. Not fsynced: it only matters
+    /// while the supervisor lives, and a machine crash ends both.
+    pub fn set_supervisor(&self, pid: u32, cgroup: Option<&Path>) -> io::Result<()> {
         use std::io::Write;
-        let mut f = fs::OpenOptions::new()
+        let mut line = format!("pid {pid}\n");
+        if let Some(cg) = cgroup {
+            line.push_str(&format!("cgroup {}\n", cg.display()));
+        }
+        fs::OpenOptions::new()
             .append(true)
-            .open(self.path.join("meta"))?;
-        writeln!(f, "pid {pid}")
+            .open(self.path.join("meta"))?
+            .write_all(line.as_bytes())
+    }
+
+    /// The value of the last `KEY VALUE` line of `meta`.
+    fn meta_line(&self, key: &str) -> Option<String> {
+        let text = fs::read_to_string(self.path.join("meta")).ok()?;
+        let prefix = format!("{key} ");
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.trim().to_string())
     }
 
     pub fn pid(&self) -> Option<i32> {
-        fs::read_to_string(self.path.join("meta"))
-            .ok()?
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("pid "))?
-            .trim()
-            .parse()
-            .ok()
+        self.meta_line("pid")?.parse().ok()
     }
 
-    /// The exit status the supervisor recorded, if it has finished.
+    /// The attempt's cgroup, if it has one.
+    pub fn cgroup(&self) -> Option<PathBuf> {
+        self.meta_line("cgroup").map(PathBuf::from)
+    }
+
+    /// The status the supervisor noted (`rc N` in `meta`) once the
+    /// command had ended and the rest of its process tree was killed; the
+    /// process driver turns it into `exit`.
+    pub fn supervisor_rc(&self) -> Option<i32> {
+        self.meta_line("rc")?.parse().ok()
+    }
+
+    /// The exit status, once the attempt has ended and nothing of it runs.
     pub fn exit_status(&self) -> Option<i32> {
         fs::read_to_string(self.path.join("exit"))
             .ok()?
@@ -398,7 +443,7 @@ impl AttemptDir {
             .ok()
     }
 
-    /// Record a final status ourselves (the supervisor could not).
+    /// Record the final status (durably: the final report is read from it).
     pub fn set_exit_status(&self, code: i32) -> io::Result<()> {
         write_atomic(&self.path.join("exit"), &format!("{code}\n"))
     }
@@ -418,7 +463,7 @@ impl AttemptDir {
     }
 
     pub fn mark_timed_out(&self) -> io::Result<()> {
-        fs::write(self.path.join("timed_out"), b"")
+        write_durable(&self.path.join("timed_out"), "")
     }
 
     pub fn is_timed_out(&self) -> bool {
@@ -426,7 +471,7 @@ impl AttemptDir {
     }
 
     pub fn mark_stopped(&self) -> io::Result<()> {
-        fs::write(self.path.join("stopped"), b"")
+        write_durable(&self.path.join("stopped"), "")
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -445,10 +490,37 @@ impl AttemptDir {
     }
 }
 
+/// Replace `path` with `text`, durably: a reader sees the old file or the
+/// new one, and once this returns the new one survives a machine crash
+/// (the data fsynced before the rename, the folder after it).
 fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(tmp, path)
+    let mut f = fs::File::create(&tmp)?;
+    io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+/// Write a small marker file in place and make it durable (file and
+/// folder entry).
+fn write_durable(path: &Path, text: &str) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    sync_parent(path)
+}
+
+/// fsync the folder holding `path`, so a new or renamed entry survives.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

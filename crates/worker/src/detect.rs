@@ -1,6 +1,6 @@
 //! What this machine offers: CPU cores, memory, the disk holding the data
 //! dir, GPUs (through `nvidia-smi`) and drivers (`docker` when the engine
-//! answers on its socket). Command-line overrides replace whatever was
+//! answers on its socket, or when this worker ran containers before). Command-line overrides replace whatever was
 //! detected.
 
 use crate::{Detected, WorkerConfig, WorkerError};
@@ -116,7 +116,9 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
         gpus: gpus.len() as u32,
     };
     let mut drivers = vec!["process".to_string()];
-    if crate::docker::engine_answers() {
+    // A worker that ran containers before keeps its docker driver while the
+    // engine is away (its attempts are held and picked up again).
+    if crate::docker::engine_answers() || crate::docker::used_before(dir) {
         drivers.push("docker".to_string());
     }
     Ok(Detected {

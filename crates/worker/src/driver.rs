@@ -20,9 +20,12 @@
 //! scriptable `MockDriver` for the agent's unit tests.
 
 use crate::attempt_dir::AttemptDir;
+use crate::cgroup::{self, Containment};
 use crate::process;
 use berth_core::{AttemptId, DriverKind, TaskId, TaskSpec};
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How an attempt is asked to end.
@@ -100,14 +103,60 @@ impl Drivers {
 }
 
 /// The process driver: the command runs under the `sh` supervisor of
-/// [`process`], which outlives the agent.
+/// [`process`], which outlives the agent, in a cgroup of its own where the
+/// host allows it ([`Containment`]).
 pub struct ProcessDriver {
     exits: mpsc::UnboundedSender<AttemptId>,
+    containment: Containment,
+    /// Attempts whose supervisor is this agent's child and has not been
+    /// finished yet (its wait task records the end, then removes it).
+    children: Arc<Mutex<BTreeSet<AttemptId>>>,
+    next_sweep: Instant,
 }
 
+/// How often cgroups that no attempt owns any more are looked for.
+const CGROUP_SWEEP: Duration = Duration::from_secs(10);
+
 impl ProcessDriver {
-    pub fn new(exits: mpsc::UnboundedSender<AttemptId>) -> ProcessDriver {
-        ProcessDriver { exits }
+    pub fn new(exits: mpsc::UnboundedSender<AttemptId>, containment: Containment) -> ProcessDriver {
+        ProcessDriver {
+            exits,
+            containment,
+            children: Arc::default(),
+            next_sweep: Instant::now() + CGROUP_SWEEP,
+        }
+    }
+
+    /// Kill and remove attempt cgroups that no running attempt owns (left
+    /// by an agent that died while finishing one).
+    fn sweep_cgroups(&self, running: &BTreeSet<AttemptId>) {
+        let Some(base) = self.containment.base() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        let children = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for e in entries.flatten() {
+            let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let id = AttemptId(id);
+            if running.contains(&id) || children.contains(&id) {
+                continue;
+            }
+            let path = e.path();
+            if !cgroup::members(&path).is_empty() {
+                tracing::warn!(attempt = %id, cgroup = %path.display(),
+                    "killing processes of an attempt this worker no longer runs");
+            }
+            cgroup::kill_all(&path, None);
+            let _ = cgroup::remove(&path);
+        }
     }
 }
 
@@ -134,24 +183,51 @@ impl Driver for ProcessDriver {
             env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
             env.push(("NVIDIA_VISIBLE_DEVICES".into(), ids.join(",")));
         }
-        let mut child = process::spawn(&l.dir, &spec.command, &env)
-            .map_err(|e| format!("starting the supervisor: {e}"))?;
-        let pid = child.id().unwrap_or(0);
-        if let Err(e) = l.dir.set_pid(pid) {
-            tracing::warn!(attempt = %l.dir.id, error = %e, "could not record the supervisor pid");
-        }
-        let exits = self.exits.clone();
         let id = l.dir.id;
+        let child = process::start(&l.dir, &self.containment, &spec.command, &env)?;
+        let pid = child.id().unwrap_or(0);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        let exits = self.exits.clone();
+        let children = self.children.clone();
+        let dir = l.dir.clone();
         tokio::spawn(async move {
+            let mut child = child;
             let _ = child.wait().await;
-            let _ = exits.send(id);
+            // Kill what is left, record `exit` durably, then tell the agent.
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || process::finish(&d)).await;
+            children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&dir.id);
+            let _ = exits.send(dir.id);
         });
         tracing::info!(attempt = %id, task = l.task.0, pid, "attempt started (process)");
         Ok(())
     }
 
     fn running(&self, dir: &AttemptDir) -> bool {
-        dir.exit_status().is_none() && process::supervisor_alive(dir)
+        if self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&dir.id)
+        {
+            return true;
+        }
+        if dir.exit_status().is_some() {
+            return false;
+        }
+        if process::supervisor_alive(dir) {
+            return true;
+        }
+        // Re-attached and ended while we were away (or since): nothing of
+        // it may be left before its end is reported.
+        process::finish(dir);
+        false
     }
 
     fn reattach(&mut self, dir: &AttemptDir) -> bool {
@@ -163,12 +239,17 @@ impl Driver for ProcessDriver {
     }
 
     fn signal(&mut self, dir: &AttemptDir, signal: Signal) {
-        if let Some(pgid) = dir.pid() {
-            let sig = match signal {
-                Signal::Term => libc::SIGTERM,
-                Signal::Kill => libc::SIGKILL,
-            };
-            process::signal_group(pgid, sig);
+        match signal {
+            Signal::Term => process::terminate(dir),
+            Signal::Kill => process::force(dir),
+        }
+    }
+
+    fn housekeeping(&mut self, running: &BTreeSet<AttemptId>) {
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + CGROUP_SWEEP;
+            self.sweep_cgroups(running);
         }
     }
 }
@@ -308,7 +389,7 @@ mod tests {
         })
         .unwrap();
         let (tx, mut exits) = mpsc::unbounded_channel();
-        let mut d = ProcessDriver::new(tx);
+        let mut d = ProcessDriver::new(tx, Containment::ProcessGroup);
         let cmd = "echo $BERTH_TASK_ID $BERTH_OUTPUT_DIR $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES $X";
         let mut spec =
             TaskSpec::process(vec!["sh".into(), "-c".into(), cmd.into()], Resources::ZERO);
@@ -336,7 +417,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = AttemptDir::new(root.path(), AttemptId(1));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut d = ProcessDriver::new(tx);
+        let mut d = ProcessDriver::new(tx, Containment::ProcessGroup);
         let e = d
             .start(Launch {
                 dir,

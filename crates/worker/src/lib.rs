@@ -7,7 +7,10 @@
 //! * `driver` — the small trait every driver implements, and the process
 //!   driver behind it.
 //! * `process` — the process driver's `sh` supervisor: one per attempt, it
-//!   outlives the agent and records the exit status.
+//!   outlives the agent, and when the command ends kills the rest of the
+//!   attempt's process tree before its status is recorded.
+//! * `cgroup` — how an attempt's processes are kept together: a cgroup per
+//!   attempt where the host allows it, else the process group.
 //! * `docker` — the docker driver: one labelled container per attempt
 //!   through the Docker Engine API, re-attached by label, dangling ones
 //!   reaped.
@@ -19,6 +22,7 @@
 
 mod agent;
 pub mod attempt_dir;
+pub mod cgroup;
 pub mod detect;
 pub mod docker;
 pub mod driver;
@@ -135,6 +139,35 @@ pub fn detect(config: &WorkerConfig) -> Result<Detected, WorkerError> {
     detect::detect(config)
 }
 
+/// Whether this worker has the docker driver, and its engine. An engine
+/// that answers gives the driver (and the data dir notes it); one that does
+/// not is waited for (in the background) when this worker ran containers
+/// before, so the attempts of those containers stay held and are picked up
+/// again when it answers; otherwise there is no docker driver.
+async fn docker_engine(config: &WorkerConfig, det: &mut Detected) -> Option<docker::Engine> {
+    if !det.drivers.iter().any(|d| d == "docker") {
+        return None;
+    }
+    let error = match docker::connect().await {
+        Ok(client) => {
+            docker::remember(&config.data_dir);
+            return Some(docker::Engine::connected(client));
+        }
+        Err(e) => e,
+    };
+    if docker::used_before(&config.data_dir) {
+        tracing::warn!(
+            error = %error,
+            "the Docker engine does not answer; this worker ran containers before, so it keeps \
+             the docker driver, holds its container attempts and tries the engine again"
+        );
+        return Some(docker::Engine::connecting());
+    }
+    tracing::warn!(error = %error, "the Docker engine does not answer; no docker driver");
+    det.drivers.retain(|d| d != "docker");
+    None
+}
+
 /// Run the agent until `shutdown` resolves. Tasks keep running after it
 /// returns; the next start re-attaches to them.
 pub async fn run(
@@ -152,28 +185,29 @@ pub async fn run(
     }
     let mut det = detect(&config)?;
     let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-    let process = driver::ProcessDriver::new(exits_tx.clone());
-    let docker = if det.drivers.iter().any(|d| d == "docker") {
-        match docker::connect().await {
-            Ok(client) => Some(Box::new(docker::DockerDriver::new(
-                client,
-                det.node_id.clone(),
-                exits_tx,
-                config.stop_grace,
-                docker::ReapPolicy {
-                    interval: config.reap_interval,
-                    grace: config.reap_grace,
-                },
-            )) as Box<dyn driver::Driver>),
-            Err(e) => {
-                tracing::warn!(error = %e, "the Docker engine does not answer; no docker driver");
-                det.drivers.retain(|d| d != "docker");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let containment = cgroup::Containment::detect(&det.node_id);
+    tracing::info!(
+        mechanism = %containment.describe(),
+        "process tasks end with their whole process tree"
+    );
+    let process = driver::ProcessDriver::new(exits_tx.clone(), containment);
+    let docker = docker_engine(&config, &mut det).await.map(|engine| {
+        let me = docker::Identity {
+            node_id: det.node_id.clone(),
+            name: config.name.clone(),
+            data_dir: config.data_dir.display().to_string(),
+        };
+        Box::new(docker::DockerDriver::new(
+            engine,
+            me,
+            exits_tx,
+            config.stop_grace,
+            docker::ReapPolicy {
+                interval: config.reap_interval,
+                grace: config.reap_grace,
+            },
+        )) as Box<dyn driver::Driver>
+    });
     let drivers = driver::Drivers {
         process: Box::new(process),
         docker,
