@@ -156,8 +156,28 @@ impl Cluster {
 
     /// `start_worker` with extra environment variables (e.g. [`NO_DOCKER`]).
     pub fn start_worker_env(&mut self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
+        self.start_worker_via(&[], name, extra, env)
+    }
+
+    /// Start a worker through a wrapper command (e.g. `ip netns exec NS`,
+    /// to run it in its own network namespace).
+    pub fn start_worker_via(
+        &mut self,
+        wrapper: &[&str],
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let wdir = self.dir.path().join(format!("worker-{name}"));
-        let child = Command::new(BERTH)
+        let mut cmd = match wrapper {
+            [] => Command::new(BERTH),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BERTH);
+                c
+            }
+        };
+        let child = cmd
             .args([
                 "worker",
                 "--master",
