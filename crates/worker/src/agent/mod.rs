@@ -1,30 +1,30 @@
-//! The agent loop: keeps one session with the master, runs what it is told
-//! to run, reports what it holds, and survives both its own restarts and
-//! the master's.
+//! The agent's I/O shell: keeps one session with the master, performs what
+//! the pure [`core::AgentCore`] decides with the real drivers and attempt
+//! folders, and feeds it what happens (messages, driver exits, ticks of a
+//! monotonic clock). Every rule about attempts lives in the core; this file
+//! only decodes, encodes, reads and writes.
 //!
-//! One task owns all local state (no locks). Each session starts with a
-//! hello listing every attempt held (running or finished but not yet
-//! acknowledged), then all logs are re-shipped from the start (the master
-//! writes them at their offsets, so this is idempotent) and every
-//! unacknowledged final result is resent. The attempt folders are the
-//! durable outbox: a result is forgotten only after the master's ack.
-//!
-//! How an attempt runs is its driver's business (`driver`): the agent
-//! picks the driver by the task's kind, and every driver records the
-//! outcome in the attempt folder, from which [`final_report`] reads it.
+//! One task owns all local state (no locks). The attempt folders are the
+//! durable outbox (`attempt_dir`): a result is forgotten only after the
+//! master's ack. How an attempt runs is its driver's business (`driver`);
+//! every driver records the outcome in the attempt folder, which the shell
+//! reads back for the core.
 
-use crate::attempt_dir::{AttemptDir, Meta, Spares, Tombstones};
-use crate::driver::{Drivers, Launch, Signal};
+pub mod core;
+
+use self::core::{
+    Action, AgentCore, CoreConfig, Ended, Event, Exit, Found, Hello, Limit, Message, Reattach,
+    StartOrder,
+};
+use crate::attempt_dir::{AttemptDir, Spares, Tombstones};
+use crate::driver::{Drivers, Launch};
 use crate::{Detected, WorkerConfig, WorkerError};
-use berth_core::{AttemptId, AttemptState, Resources, TaskId, TaskSpec};
+use berth_core::{AttemptId, DriverKind, TaskSpec};
 use berth_proto::v1::master_message::Body as In;
 use berth_proto::v1::worker_link_client::WorkerLinkClient;
 use berth_proto::v1::worker_message::Body as Out;
-use berth_proto::{
-    BearerToken, HeldReport, attempt_of_final_seq, final_seq as seq_final,
-    running_seq as seq_running, v1,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use berth_proto::{BearerToken, HeldReport, final_seq as seq_final, v1};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -35,28 +35,6 @@ const TICK: Duration = Duration::from_millis(100);
 const LOG_CHUNK: usize = 256 * 1024;
 /// At most this much of one running attempt's log is shipped per tick.
 const LOG_PER_TICK: u64 = 1 << 20;
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-enum Phase {
-    /// Started (or starting) and not yet ended; `kill_at` is set while a
-    /// stop is under way: when to force it.
-    Running {
-        kill_at: Option<Instant>,
-    },
-    Finished(HeldReport),
-}
-
-struct Local {
-    dir: AttemptDir,
-    meta: Meta,
-    phase: Phase,
-    shipped: u64,
-}
-
-enum SessionEnd {
-    Shutdown,
-    Lost(String),
-}
 
 fn epoch_ms() -> i64 {
     std::time::SystemTime::now()
@@ -64,76 +42,42 @@ fn epoch_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The result of an attempt from what its folder says.
-fn final_report(dir: &AttemptDir, exit: Option<i32>) -> HeldReport {
-    let id = dir.id;
-    if let Some(reason) = dir.failed() {
-        return HeldReport {
-            attempt_id: id,
-            state: AttemptState::Failed,
-            exit_code: None,
-            reason,
-        };
-    }
-    if dir.is_timed_out() {
-        let limit = dir.limit().map_or(0, |(_, l)| l);
-        return HeldReport {
-            attempt_id: id,
-            state: AttemptState::TimedOut,
-            exit_code: exit,
-            reason: format!("exceeded its time limit of {:.1}s", limit as f64 / 1000.0),
-        };
-    }
-    let (state, reason) = match (exit, dir.is_stopped()) {
-        (e, true) => (
-            AttemptState::Cancelled,
-            format!(
-                "stopped on request{}",
-                e.map(|c| format!(" (exit status {c})")).unwrap_or_default()
-            ),
-        ),
-        (Some(0), false) => (AttemptState::Succeeded, String::new()),
-        (Some(c), false) if c > 128 => (
-            AttemptState::Failed,
-            format!("killed by signal {}", c - 128),
-        ),
-        (Some(c), false) => (AttemptState::Failed, format!("exited with code {c}")),
-        (None, false) => (
-            AttemptState::Failed,
-            "the task's supervisor ended without recording an exit status".to_string(),
-        ),
-    };
-    HeldReport {
-        attempt_id: id,
-        state,
-        exit_code: exit,
-        reason,
-    }
+/// A random seed for the core's jitter.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(epoch_ms());
+    h.finish()
 }
 
-pub struct Agent {
+pub(crate) struct Agent {
+    core: AgentCore,
     cfg: WorkerConfig,
     det: Detected,
     root: PathBuf,
     done: Tombstones,
     spares: Spares,
-    attempts: BTreeMap<AttemptId, Local>,
-    out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
     drivers: Drivers,
-    stop_grace: Duration,
-    /// Shutdown was asked for with drain-on-exit: no new work, exit once
-    /// everything held has finished and been acknowledged.
-    draining: bool,
+    /// The session's stream to the master; `None` between sessions.
+    out: Option<mpsc::UnboundedSender<v1::WorkerMessage>>,
+    /// Log bytes of each attempt sent on this session.
+    shipped: BTreeMap<AttemptId, u64>,
+    /// The core's clock starts here.
+    origin: Instant,
+    /// The core asked to dial with this hello.
+    dial: Option<Hello>,
+    /// The core asked to end.
+    exit: Option<Exit>,
 }
 
 impl Agent {
-    /// Load local state: every attempt folder is re-attached (running) or
-    /// queued for reporting (finished while the agent was away). Runs
-    /// inside the tokio runtime (drivers may start watchers).
-    pub fn new(
+    /// Load local state: every attempt folder is handed to the core, which
+    /// has the drivers re-attach what may still run. Runs inside the tokio
+    /// runtime (drivers may start watchers).
+    pub(crate) fn new(
         cfg: WorkerConfig,
         det: Detected,
-        mut drivers: Drivers,
+        drivers: Drivers,
     ) -> Result<Agent, WorkerError> {
         let root = cfg.data_dir.join("attempts");
         let io = |source| WorkerError::DataDir {
@@ -143,69 +87,234 @@ impl Agent {
         std::fs::create_dir_all(&root).map_err(io)?;
         let done = Tombstones::open(cfg.data_dir.join("tombstones")).map_err(io)?;
         let spares = Spares::open(cfg.data_dir.join("spare")).map_err(io)?;
-        let mut attempts = BTreeMap::new();
-        for dir in AttemptDir::scan(&root).map_err(io)? {
-            let Ok(meta) = dir.meta() else {
-                tracing::warn!(attempt = %dir.id, "attempt folder without valid meta; removing it");
-                let _ = dir.remove();
-                continue;
-            };
-            let exit = dir.exit_status();
-            let phase = if exit.is_some() || dir.failed().is_some() {
-                Phase::Finished(final_report(&dir, exit))
-            } else {
-                match drivers.get(meta.driver).map(|d| d.reattach(&dir)) {
-                    Some(true) => Phase::Running { kill_at: None },
-                    Some(false) => Phase::Finished(final_report(&dir, dir.exit_status())),
-                    None => {
-                        let reason = format!(
-                            "the agent restarted without its {} driver and could not re-attach",
-                            meta.driver.as_str()
-                        );
-                        let _ = dir.set_failed(&reason);
-                        Phase::Finished(final_report(&dir, None))
-                    }
-                }
-            };
-            attempts.insert(
-                dir.id,
-                Local {
-                    dir,
-                    meta,
-                    phase,
-                    shipped: 0,
-                },
-            );
+        let dirs = AttemptDir::scan(&root).map_err(io)?;
+        let mut kinds = vec![DriverKind::Process];
+        if drivers.docker.is_some() {
+            kinds.push(DriverKind::Docker);
         }
-        let stop_grace = cfg.stop_grace;
-        Ok(Agent {
+        let core = AgentCore::new(CoreConfig {
+            name: cfg.name.clone(),
+            total: det.total,
+            drivers: kinds,
+            stop_grace_ms: cfg.stop_grace.as_millis() as u64,
+            drain_on_exit: cfg.drain_on_exit,
+            seed: random_seed(),
+        });
+        let mut agent = Agent {
+            core,
             cfg,
             det,
             root,
             done,
             spares,
-            attempts,
-            out: None,
             drivers,
-            stop_grace,
-            draining: false,
-        })
+            out: None,
+            shipped: BTreeMap::new(),
+            origin: Instant::now(),
+            dial: None,
+            exit: None,
+        };
+        let found = dirs.iter().map(|d| agent.found(d)).collect();
+        agent.feed(Event::Recovered(found));
+        Ok(agent)
     }
 
-    fn held(&self) -> Vec<v1::HeldAttempt> {
-        self.attempts
-            .iter()
-            .map(|(id, l)| match &l.phase {
-                Phase::Running { .. } => (&HeldReport {
-                    attempt_id: *id,
-                    state: AttemptState::Running,
-                    exit_code: None,
-                    reason: String::new(),
-                })
-                    .into(),
-                Phase::Finished(r) => r.into(),
-            })
-            .collect()
+    /// The core's clock: monotonic milliseconds since the agent started.
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn dir(&self, id: AttemptId) -> AttemptDir {
+        AttemptDir::new(&self.root, id)
+    }
+
+    /// What an attempt folder says, for the core.
+    fn found(&self, dir: &AttemptDir) -> Found {
+        // The deadline is kept as wall-clock time (it must survive a
+        // restart); the core counts on its monotonic clock.
+        let (now, wall) = (self.now(), epoch_ms());
+        Found {
+            attempt: dir.id,
+            meta: dir.meta().ok(),
+            ended: Self::ended(dir),
+            stopped: dir.is_stopped(),
+            timed_out: dir.is_timed_out(),
+            cancelled: dir.is_cancelled(),
+            limit: dir.limit().map(|(deadline, limit_ms)| Limit {
+                deadline: now + (deadline - wall).max(0) as u64,
+                limit_ms,
+            }),
+        }
+    }
+
+    fn ended(dir: &AttemptDir) -> Ended {
+        Ended {
+            exit: dir.exit_status(),
+            failed: dir.failed(),
+        }
+    }
+
+    /// Hand one event to the core and perform what it decides, including
+    /// the answers some actions produce (a launch's result, …).
+    fn feed(&mut self, event: Event) {
+        let mut events = VecDeque::from([event]);
+        let mut actions = Vec::new();
+        while let Some(e) = events.pop_front() {
+            self.core.step(self.now(), e, &mut actions);
+            for a in actions.drain(..) {
+                if let Some(answer) = self.perform(a) {
+                    events.push_back(answer);
+                }
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Connect(hello) => self.dial = Some(hello),
+            Action::Send(m) => self.send(match m {
+                Message::Heartbeat { held, draining } => Out::Heartbeat(v1::Heartbeat {
+                    held: held.iter().map(Into::into).collect(),
+                    draining,
+                }),
+                Message::Update { seq, report } => Out::Update(v1::AttemptUpdate {
+                    seq,
+                    attempt: Some((&report).into()),
+                }),
+            }),
+            Action::Launch {
+                attempt,
+                meta,
+                spec,
+                gpu_ids,
+                limit_ms,
+            } => {
+                let result = self.launch(attempt, meta, *spec, gpu_ids, limit_ms);
+                return Some(Event::Launched { attempt, result });
+            }
+            Action::Prepare { attempt, meta } => {
+                let dir = self.dir(attempt);
+                self.spares.take_for(&dir);
+                if let Err(e) = dir.create(meta) {
+                    tracing::warn!(%attempt, error = %e, "could not create the attempt folder");
+                }
+            }
+            Action::Reattach { attempt, driver } => {
+                let dir = self.dir(attempt);
+                let outcome = match self.drivers.get(driver).map(|d| d.reattach(&dir)) {
+                    Some(true) => Reattach::Running,
+                    Some(false) => Reattach::Ended(Self::ended(&dir)),
+                    None => Reattach::NoDriver,
+                };
+                return Some(Event::Reattached { attempt, outcome });
+            }
+            Action::Discard { attempt } => {
+                let _ = self.dir(attempt).remove();
+            }
+            Action::Signal {
+                attempt,
+                driver,
+                signal,
+            } => {
+                let dir = self.dir(attempt);
+                if let Some(d) = self.drivers.get(driver) {
+                    d.signal(&dir, signal);
+                }
+            }
+            Action::MarkStopped { attempt } => {
+                let _ = self.dir(attempt).mark_stopped();
+            }
+            Action::MarkTimedOut { attempt } => {
+                let _ = self.dir(attempt).mark_timed_out();
+            }
+            Action::RecordFailed { attempt, reason } => {
+                let _ = self.dir(attempt).set_failed(&reason);
+            }
+            Action::RecordExit { attempt, code } => {
+                let _ = self.dir(attempt).set_exit_status(code);
+            }
+            Action::RecordCancelled { attempt } => {
+                let dir = self.dir(attempt);
+                self.spares.take_for(&dir);
+                let meta = crate::attempt_dir::Meta {
+                    task: berth_core::TaskId(0),
+                    resources: berth_core::Resources::ZERO,
+                    driver: DriverKind::Process,
+                };
+                if let Err(e) = dir
+                    .create(meta)
+                    .and_then(|()| dir.mark_stopped())
+                    .and_then(|()| dir.mark_cancelled())
+                {
+                    tracing::warn!(%attempt, error = %e, "could not record the cancelled attempt");
+                }
+            }
+            Action::ShipLog { attempt, whole } => self.ship_logs(attempt, whole),
+            Action::Deliver { attempt, report } => {
+                // What the master must have before the final report goes
+                // first: the output files (an output over the limit fails
+                // the report), the whole log.
+                let dir = self.dir(attempt);
+                let mut r = report.clone();
+                crate::outputs::finish(&dir, &mut r, self.cfg.max_output, self.out.as_ref());
+                self.ship_logs(attempt, true);
+                self.send_update(seq_final(attempt), &r);
+                if r != report {
+                    return Some(Event::Amended { attempt, report: r });
+                }
+            }
+            Action::Forget { attempt } => {
+                let dir = self.dir(attempt);
+                if let Err(e) = self.done.add(attempt) {
+                    tracing::warn!(%attempt, error = %e, "could not record tombstone");
+                }
+                // Kept as a spare for the next attempt (or removed).
+                if let Err(e) = self.spares.put(&dir).or_else(|_| dir.remove()) {
+                    tracing::warn!(%attempt, error = %e, "could not remove attempt folder");
+                }
+                self.shipped.remove(&attempt);
+            }
+            Action::Exit(e) => self.exit = Some(e),
+        }
+        None
+    }
+
+    /// Create the folder and start the attempt with its driver.
+    fn launch(
+        &mut self,
+        id: AttemptId,
+        meta: crate::attempt_dir::Meta,
+        spec: TaskSpec,
+        gpu_ids: Vec<u32>,
+        limit_ms: Option<u64>,
+    ) -> Result<(), String> {
+        let dir = self.dir(id);
+        self.spares.take_for(&dir);
+        dir.create(meta)
+            .map_err(|e| format!("creating the attempt folder: {e}"))?;
+        if let Some(limit) = limit_ms {
+            dir.set_limit(epoch_ms() + limit as i64, limit)
+                .map_err(|e| format!("recording the time limit: {e}"))?;
+        }
+        self.shipped.insert(id, 0);
+        let launch = Launch {
+            dir,
+            task: meta.task,
+            spec,
+            gpu_ids,
+            env: vec![
+                ("BERTH_TASK_ID".into(), meta.task.0.to_string()),
+                ("BERTH_ATTEMPT_ID".into(), id.0.to_string()),
+            ],
+        };
+        match self.drivers.get(meta.driver) {
+            Some(d) => d.start(launch),
+            None => Err(format!(
+                "worker {} has no {} driver",
+                self.cfg.name,
+                meta.driver.as_str()
+            )),
+        }
     }
 
     fn send(&self, body: Out) {
@@ -223,306 +332,119 @@ impl Agent {
 
     /// Ship new log bytes of one attempt (all of them when `all`).
     fn ship_logs(&mut self, id: AttemptId, all: bool) {
-        if self.out.is_none() {
-            return;
-        }
-        let Some(l) = self.attempts.get_mut(&id) else {
+        let Some(out) = &self.out else {
             return;
         };
-        let Ok(f) = std::fs::File::open(l.dir.log()) else {
+        let Ok(f) = std::fs::File::open(self.dir(id).log()) else {
             return;
         };
+        let shipped = self.shipped.entry(id).or_default();
         let mut budget = if all { u64::MAX } else { LOG_PER_TICK };
         let mut buf = vec![0u8; LOG_CHUNK];
         while budget > 0 {
             use std::os::unix::fs::FileExt;
-            let n = match f.read_at(&mut buf, l.shipped) {
+            let n = match f.read_at(&mut buf, *shipped) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if let Some(out) = &self.out {
-                let _ = out.send(v1::WorkerMessage {
-                    body: Some(Out::Log(v1::LogChunk {
-                        attempt_id: id.0,
-                        offset: l.shipped,
-                        data: buf[..n].to_vec(),
-                    })),
-                });
-            }
-            l.shipped += n as u64;
+            let _ = out.send(v1::WorkerMessage {
+                body: Some(Out::Log(v1::LogChunk {
+                    attempt_id: id.0,
+                    offset: *shipped,
+                    data: buf[..n].to_vec(),
+                })),
+            });
+            *shipped += n as u64;
             budget = budget.saturating_sub(n as u64);
         }
     }
 
-    fn allocated(&self) -> Resources {
-        self.attempts
-            .values()
-            .filter(|l| matches!(l.phase, Phase::Running { .. }))
-            .map(|l| l.meta.resources)
-            .sum()
+    #[cfg(test)]
+    fn allocated(&self) -> berth_core::Resources {
+        self.core.allocated()
     }
 
-    fn fail_now(&mut self, dir: AttemptDir, meta: Meta, reason: String) {
-        tracing::warn!(attempt = %dir.id, %reason, "attempt failed to start");
-        // Kept in the folder, so a restarted agent reports the same.
-        let _ = dir.set_failed(&reason);
-        let report = HeldReport {
-            attempt_id: dir.id,
-            state: AttemptState::Failed,
-            exit_code: None,
-            reason,
-        };
-        self.send_update(seq_final(dir.id), &report);
-        self.attempts.insert(
-            dir.id,
-            Local {
-                dir,
-                meta,
-                phase: Phase::Finished(report),
-                shipped: 0,
-            },
-        );
+    /// Tests: a session is open on `tx` (no heartbeats come due).
+    #[cfg(test)]
+    fn open_for_test(&mut self, tx: mpsc::UnboundedSender<v1::WorkerMessage>) {
+        self.out = Some(tx);
+        self.feed(Event::Tick);
+        self.dial = None;
+        self.feed(Event::Welcomed {
+            heartbeat_ms: 3_600_000,
+        });
     }
 
     fn on_start(&mut self, s: v1::StartAttempt) {
-        let id = AttemptId(s.attempt_id);
-        if self.attempts.contains_key(&id) || self.done.contains(id) {
-            return; // a resend; we have (or had) it
-        }
-        let dir = AttemptDir::new(&self.root, id);
-        let spec = s.spec.map(TaskSpec::try_from);
-        let (resources, driver) = match &spec {
-            Some(Ok(spec)) => (spec.resources, spec.driver),
-            _ => (Resources::ZERO, berth_core::DriverKind::Process),
+        let attempt = AttemptId(s.attempt_id);
+        let spec = match s.spec.map(TaskSpec::try_from) {
+            Some(Ok(spec)) => Ok(spec),
+            Some(Err(e)) => Err(format!("invalid task spec: {e}")),
+            None => Err("start message without a task spec".to_string()),
         };
-        let meta = Meta {
-            task: TaskId(s.task_id),
-            resources,
-            driver,
-        };
-        self.spares.take_for(&dir);
-        if let Err(e) = dir.create(meta) {
-            return self.fail_now(dir, meta, format!("creating the attempt folder: {e}"));
-        }
-        let spec = match spec {
-            Some(Ok(spec)) => spec,
-            Some(Err(e)) => return self.fail_now(dir, meta, format!("invalid task spec: {e}")),
-            None => return self.fail_now(dir, meta, "start message without a task spec".into()),
-        };
-        if self.drivers.get_ref(spec.driver).is_none() {
-            let reason = format!(
-                "worker {} has no {} driver",
-                self.cfg.name,
-                spec.driver.as_str()
-            );
-            return self.fail_now(dir, meta, reason);
-        }
-        if let Err(short) = resources.fits_within(&self.allocated(), &self.det.total) {
-            return self.fail_now(dir, meta, format!("worker admission refused: {short}"));
-        }
-        if let Some(limit) = spec.timeout_ms
-            && let Err(e) = dir.set_limit(epoch_ms() + limit as i64, limit)
-        {
-            return self.fail_now(dir, meta, format!("recording the time limit: {e}"));
-        }
-        let launch = Launch {
-            dir: dir.clone(),
-            task: TaskId(s.task_id),
-            spec,
-            gpu_ids: s.gpu_ids,
-            env: vec![
-                ("BERTH_TASK_ID".into(), s.task_id.to_string()),
-                ("BERTH_ATTEMPT_ID".into(), id.0.to_string()),
-            ],
-        };
-        let started = match self.drivers.get(driver) {
-            Some(d) => d.start(launch),
-            None => Err(format!(
-                "worker {} has no {} driver",
-                self.cfg.name,
-                driver.as_str()
-            )),
-        };
-        if let Err(reason) = started {
-            return self.fail_now(dir, meta, reason);
-        }
-        self.send_update(
-            seq_running(id),
-            &HeldReport {
-                attempt_id: id,
-                state: AttemptState::Running,
-                exit_code: None,
-                reason: String::new(),
+        let tombstoned = self.done.contains(attempt);
+        self.feed(Event::Start {
+            order: StartOrder {
+                attempt,
+                task: berth_core::TaskId(s.task_id),
+                spec,
+                gpu_ids: s.gpu_ids,
             },
-        );
-        self.attempts.insert(
-            id,
-            Local {
-                dir,
-                meta,
-                phase: Phase::Running { kill_at: None },
-                shipped: 0,
-            },
-        );
+            tombstoned,
+        });
     }
 
     fn on_stop(&mut self, s: v1::StopAttempt) {
-        let id = AttemptId(s.attempt_id);
-        let grace = self.stop_grace;
-        match self.attempts.get_mut(&id) {
-            Some(Local {
-                dir,
-                meta,
-                phase: Phase::Running { kill_at },
-                ..
-            }) if kill_at.is_none() => {
-                tracing::info!(attempt = %id, reason = %s.reason, "stopping attempt");
-                let _ = dir.mark_stopped();
-                if let Some(d) = self.drivers.get(meta.driver) {
-                    d.signal(dir, Signal::Term);
-                }
-                *kill_at = Some(Instant::now() + grace);
-            }
-            // Already stopping: the SIGKILL deadline stands.
-            Some(Local {
-                phase: Phase::Running { .. },
-                ..
-            }) => {}
-            Some(Local {
-                phase: Phase::Finished(r),
-                ..
-            }) => {
-                let r = r.clone();
-                self.send_update(seq_final(id), &r);
-            }
-            None => {}
-        }
+        let attempt = AttemptId(s.attempt_id);
+        let tombstoned = self.done.contains(attempt);
+        self.feed(Event::Stop {
+            attempt,
+            reason: s.reason,
+            tombstoned,
+        });
     }
 
     fn on_ack(&mut self, seq: u64) {
-        let Some(id) = attempt_of_final_seq(seq) else {
-            return;
-        };
-        if let Some(Local {
-            phase: Phase::Finished(_),
-            dir,
-            ..
-        }) = self.attempts.get(&id)
-        {
-            if let Err(e) = self.done.add(id) {
-                tracing::warn!(attempt = %id, error = %e, "could not record tombstone");
-            }
-            // Kept as a spare for the next attempt (or removed).
-            if let Err(e) = self.spares.put(dir).or_else(|_| dir.remove()) {
-                tracing::warn!(attempt = %id, error = %e, "could not remove attempt folder");
-            }
-            self.attempts.remove(&id);
-        }
+        self.feed(Event::Ack { seq });
     }
 
-    /// An attempt's supervisor ended (or vanished): record and report it.
+    /// The driver says an attempt's supervisor ended (or vanished).
     fn on_exit(&mut self, id: AttemptId) {
-        let Some(l) = self.attempts.get_mut(&id) else {
-            return;
-        };
-        if !matches!(l.phase, Phase::Running { .. }) {
-            return;
+        if self.core.running().any(|(a, _)| a == id) {
+            let ended = Self::ended(&self.dir(id));
+            self.feed(Event::Ended { attempt: id, ended });
         }
-        let exit = l.dir.exit_status();
-        let mut report = final_report(&l.dir, exit);
-        if exit.is_none() {
-            // Keep the outcome across a restart of the agent.
-            let _ = l.dir.set_exit_status(-1);
-        }
-        // The attempt has ended and its outcome is on disk. What the
-        // master must have before the final report goes first: the output
-        // files (an output over the limit fails the report), the whole log.
-        crate::outputs::finish(&l.dir, &mut report, self.cfg.max_output, self.out.as_ref());
-        tracing::info!(attempt = %id, state = %report.state, exit = ?exit, "attempt ended");
-        l.phase = Phase::Finished(report.clone());
-        self.ship_logs(id, true);
-        self.send_update(seq_final(id), &report);
     }
 
-    /// Periodic work: notice re-attached attempts that ended, escalate
-    /// stops past their grace, ship new log bytes.
+    /// Every tick: notice attempts that ended without a word from their
+    /// driver (re-attached ones), let the drivers keep house, and let the
+    /// core's clock move (stop grace, time limits, logs, heartbeats).
     fn poll(&mut self) {
-        let now = Instant::now();
-        let wall = epoch_ms();
-        let grace = self.stop_grace;
-        let mut ended = Vec::new();
-        for (id, l) in &mut self.attempts {
-            if let Phase::Running { kill_at } = &mut l.phase {
-                let Some(driver) = self.drivers.get(l.meta.driver) else {
-                    ended.push(*id);
-                    continue;
-                };
-                if !driver.running(&l.dir) {
-                    ended.push(*id);
-                } else if kill_at.is_none()
-                    && l.dir.limit().is_some_and(|(deadline, _)| wall >= deadline)
-                {
-                    tracing::info!(attempt = %id, "time limit reached; stopping attempt");
-                    let _ = l.dir.mark_timed_out();
-                    driver.signal(&l.dir, Signal::Term);
-                    *kill_at = Some(now + grace);
-                } else if kill_at.is_some_and(|t| now >= t) {
-                    tracing::warn!(attempt = %id, "grace period over; forcing it to stop");
-                    driver.signal(&l.dir, Signal::Kill);
-                    *kill_at = None;
-                }
+        let running: Vec<(AttemptId, DriverKind)> = self.core.running().collect();
+        for (id, kind) in &running {
+            let dir = self.dir(*id);
+            let alive = self.drivers.get_ref(*kind).is_some_and(|d| d.running(&dir));
+            if !alive {
+                self.on_exit(*id);
             }
         }
-        for id in ended {
-            self.on_exit(id);
-        }
-        let running: BTreeSet<AttemptId> = self
-            .attempts
-            .iter()
-            .filter(|(_, l)| matches!(l.phase, Phase::Running { .. }))
-            .map(|(id, _)| *id)
-            .collect();
+        let running: BTreeSet<AttemptId> = self.core.running().map(|(id, _)| id).collect();
         self.drivers.housekeeping(&running);
-        for id in running {
-            self.ship_logs(id, false);
-        }
+        self.feed(Event::Tick);
     }
 
-    fn heartbeat(&self) {
-        self.send(Out::Heartbeat(v1::Heartbeat {
-            held: self.held(),
-            draining: self.draining,
-        }));
+    fn lost(&mut self, why: String, refusal: Option<String>) {
+        self.feed(Event::SessionLost { why, refusal });
     }
 
-    /// Shutdown was asked for. Returns true to exit now; false to drain
-    /// first (with `drain_on_exit`).
-    fn begin_shutdown(&mut self) -> bool {
-        if !self.cfg.drain_on_exit || self.attempts.is_empty() {
-            let running = self.attempts.len();
-            if running > 0 {
-                tracing::info!(
-                    running,
-                    "agent stopping; its tasks keep running and are re-attached at the next start"
-                );
-            }
-            return true;
-        }
-        tracing::info!(
-            held = self.attempts.len(),
-            "draining: no new work; exiting once every attempt has finished"
-        );
-        self.draining = true;
-        false
-    }
-
-    /// One session with the master, until it breaks or we are told to stop.
+    /// One session with the master, until it breaks or the core ends the
+    /// agent.
     async fn session(
         &mut self,
+        hello: Hello,
         exits: &mut mpsc::UnboundedReceiver<AttemptId>,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-        connected: &mut bool,
-    ) -> Result<SessionEnd, WorkerError> {
+    ) -> Result<(), WorkerError> {
         let endpoint = tonic::transport::Endpoint::from_shared(self.cfg.master.clone())
             .map_err(|e| WorkerError::BadMaster(format!("{}: {e}", self.cfg.master)))?
             .connect_timeout(Duration::from_secs(3))
@@ -532,10 +454,8 @@ impl Agent {
         let channel = match endpoint.connect().await {
             Ok(c) => c,
             Err(e) => {
-                return Ok(SessionEnd::Lost(format!(
-                    "connecting to {}: {e}",
-                    self.cfg.master
-                )));
+                self.lost(format!("connecting to {}: {e}", self.cfg.master), None);
+                return Ok(());
             }
         };
         let token = BearerToken::new(&self.cfg.token).map_err(WorkerError::Refused)?;
@@ -548,21 +468,8 @@ impl Agent {
                 total: Some(self.det.total.into()),
                 drivers: self.det.drivers.clone(),
                 gpus: self.det.gpus.iter().cloned().map(Into::into).collect(),
-                // A finished attempt is announced as running: its result
-                // follows its output files and log on this stream (below)
-                // and must not be applied before they have arrived.
-                held: self
-                    .held()
-                    .into_iter()
-                    .map(|h| v1::HeldAttempt {
-                        state: AttemptState::Running.as_str().to_string(),
-                        has_exit_code: false,
-                        exit_code: 0,
-                        reason: String::new(),
-                        ..h
-                    })
-                    .collect(),
-                draining: self.draining,
+                held: hello.held.iter().map(Into::into).collect(),
+                draining: hello.draining,
                 labels: berth_proto::labels_to_wire(self.cfg.labels.clone()),
             })),
         });
@@ -579,61 +486,48 @@ impl Agent {
                         | tonic::Code::InvalidArgument
                 ) =>
             {
-                return Err(WorkerError::Refused(s.message().to_string()));
+                let why = s.message().to_string();
+                self.lost(why.clone(), Some(why));
+                return Ok(());
             }
             Err(s) => {
-                return Ok(SessionEnd::Lost(format!(
-                    "opening session: {}",
-                    s.message()
-                )));
+                self.lost(format!("opening session: {}", s.message()), None);
+                return Ok(());
             }
         };
-        let hb = match inbound.message().await {
+        let heartbeat_ms = match inbound.message().await {
             Ok(Some(v1::MasterMessage {
                 body: Some(In::Welcome(w)),
-            })) => Duration::from_millis(w.heartbeat_interval_ms.max(50)),
-            Ok(_) => return Ok(SessionEnd::Lost("the master did not welcome us".into())),
+            })) => w.heartbeat_interval_ms,
+            Ok(_) => {
+                self.lost("the master did not welcome us".into(), None);
+                return Ok(());
+            }
             Err(s)
                 if s.code() == tonic::Code::FailedPrecondition
                     || s.code() == tonic::Code::Unauthenticated =>
             {
-                return Err(WorkerError::Refused(s.message().to_string()));
+                let why = s.message().to_string();
+                self.lost(why.clone(), Some(why));
+                return Ok(());
             }
-            Err(s) => return Ok(SessionEnd::Lost(s.message().to_string())),
+            Err(s) => {
+                self.lost(s.message().to_string(), None);
+                return Ok(());
+            }
         };
-        tracing::info!(master = %self.cfg.master, held = self.attempts.len(), "session established");
-        *connected = true;
+        tracing::info!(master = %self.cfg.master, "welcomed by the master");
         self.out = Some(tx);
-        // Resynchronise: all logs from the start, then every unacked result
-        // after the output files of its attempt.
-        let ids: Vec<AttemptId> = self.attempts.keys().copied().collect();
-        for id in ids {
-            if let Some(l) = self.attempts.get_mut(&id) {
-                l.shipped = 0;
-                if let Phase::Finished(r) = &mut l.phase {
-                    crate::outputs::finish(&l.dir, r, self.cfg.max_output, self.out.as_ref());
-                }
-            }
-            self.ship_logs(id, true);
-            if let Some(Local {
-                phase: Phase::Finished(r),
-                ..
-            }) = self.attempts.get(&id)
-            {
-                let r = r.clone();
-                self.send_update(seq_final(id), &r);
-            }
-        }
+        // Nothing has been shipped on this stream yet.
+        self.shipped.clear();
+        self.feed(Event::Welcomed { heartbeat_ms });
         let mut tick = tokio::time::interval(TICK);
-        let mut next_hb = Instant::now() + hb;
-        let end = loop {
+        let lost = loop {
+            if self.exit.is_some() {
+                break None;
+            }
             tokio::select! {
-                _ = shutdown.as_mut(), if !self.draining => {
-                    if self.begin_shutdown() {
-                        break SessionEnd::Shutdown;
-                    }
-                    self.heartbeat();
-                }
+                _ = shutdown.as_mut(), if !self.core.draining() => self.feed(Event::Shutdown),
                 m = inbound.message() => match m {
                     Ok(Some(v1::MasterMessage { body: Some(body) })) => match body {
                         In::Start(s) => self.on_start(s),
@@ -642,53 +536,39 @@ impl Agent {
                         In::Welcome(_) => {}
                     },
                     Ok(Some(_)) => {}
-                    Ok(None) => break SessionEnd::Lost("the master closed the session".into()),
-                    Err(s) => break SessionEnd::Lost(s.message().to_string()),
+                    Ok(None) => break Some("the master closed the session".to_string()),
+                    Err(s) => break Some(s.message().to_string()),
                 },
                 Some(id) = exits.recv() => self.on_exit(id),
-                _ = tick.tick() => {
-                    self.poll();
-                    if self.draining && self.attempts.is_empty() {
-                        tracing::info!("drained: every attempt finished and acknowledged");
-                        break SessionEnd::Shutdown;
-                    }
-                    if Instant::now() >= next_hb {
-                        self.heartbeat();
-                        next_hb = Instant::now() + hb;
-                    }
-                }
+                _ = tick.tick() => self.poll(),
             }
         };
         self.out = None;
-        Ok(end)
+        if let Some(why) = lost {
+            self.lost(why, None);
+        }
+        Ok(())
     }
 
-    /// Between sessions: keep noticing exits, for `wait`. Returns true on
-    /// shutdown.
+    /// Between sessions: keep noticing exits and ticking, until the core
+    /// asks to dial (its hello) or to end (`None`).
     async fn idle(
         &mut self,
-        wait: Duration,
         exits: &mut mpsc::UnboundedReceiver<AttemptId>,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
-        let until = tokio::time::sleep(wait);
-        tokio::pin!(until);
+    ) -> Option<Hello> {
         let mut tick = tokio::time::interval(TICK);
         loop {
+            if self.exit.is_some() {
+                return None;
+            }
+            if let Some(hello) = self.dial.take() {
+                return Some(hello);
+            }
             tokio::select! {
-                _ = shutdown.as_mut(), if !self.draining => {
-                    if self.begin_shutdown() {
-                        return true;
-                    }
-                }
-                _ = &mut until => return false,
+                _ = shutdown.as_mut(), if !self.core.draining() => self.feed(Event::Shutdown),
                 Some(id) = exits.recv() => self.on_exit(id),
-                _ = tick.tick() => {
-                    self.poll();
-                    if self.draining && self.attempts.is_empty() {
-                        return true;
-                    }
-                }
+                _ = tick.tick() => self.poll(),
             }
         }
     }
@@ -696,7 +576,7 @@ impl Agent {
 
 /// Run the agent until `shutdown` resolves. Running tasks are left running
 /// (a restarted agent re-attaches to them).
-pub async fn run(
+pub(crate) async fn run(
     cfg: WorkerConfig,
     det: Detected,
     drivers: Drivers,
@@ -705,25 +585,15 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let mut agent = Agent::new(cfg, det, drivers)?;
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let mut connected = false;
-        match agent
-            .session(&mut exits, &mut shutdown, &mut connected)
-            .await?
-        {
-            SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost(why) => {
-                tracing::warn!(reason = %why, "no session with the master; retrying")
-            }
+        if let Some(hello) = agent.idle(&mut exits, &mut shutdown).await {
+            agent.session(hello, &mut exits, &mut shutdown).await?;
         }
-        if connected {
-            backoff = Duration::from_millis(100);
+        match agent.exit.take() {
+            None => {}
+            Some(Exit::Done) => return Ok(()),
+            Some(Exit::Refused(why)) => return Err(WorkerError::Refused(why)),
         }
-        if agent.idle(backoff, &mut exits, &mut shutdown).await {
-            return Ok(());
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -732,8 +602,9 @@ mod tests {
     //! The agent against the scriptable mock driver: no master, no
     //! processes; the messages it would send are read from its channel.
     use super::*;
+    use crate::driver::Signal;
     use crate::driver::mock::{MockDriver, MockLog};
-    use berth_core::DriverKind;
+    use berth_core::{AttemptState, Resources};
 
     struct Rig {
         agent: Agent,
@@ -769,7 +640,7 @@ mod tests {
         };
         let mut agent = Agent::new(cfg, det, drivers).unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
-        agent.out = Some(tx);
+        agent.open_for_test(tx);
         Rig {
             agent,
             sent,
@@ -816,11 +687,7 @@ mod tests {
     async fn finish(r: &mut Rig, id: u64) -> HeldReport {
         for _ in 0..500 {
             r.agent.poll();
-            if let Some(Local {
-                phase: Phase::Finished(rep),
-                ..
-            }) = r.agent.attempts.get(&AttemptId(id))
-            {
+            if let Some(rep) = r.agent.core.report(AttemptId(id)) {
                 return rep.clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -851,13 +718,14 @@ mod tests {
             }
         }
         assert_eq!(order, vec!["running", "hello", "failed"]);
-        let dir = r.agent.attempts[&AttemptId(1)].dir.clone();
+        let dir = r.agent.dir(AttemptId(1));
+        assert!(dir.exists());
         r.agent.on_ack(seq_final(AttemptId(1)));
         assert!(!dir.exists());
-        assert!(r.agent.attempts.is_empty());
+        assert!(r.agent.core.is_empty());
         // A late duplicate start does not run it again.
         r.agent.on_start(start(1, &["run_for=20"]));
-        assert!(r.agent.attempts.is_empty());
+        assert!(r.agent.core.is_empty());
         assert_eq!(r.mock.started(), vec![AttemptId(1)]);
     }
 
@@ -875,13 +743,13 @@ mod tests {
         let Rig { agent, _dir, .. } = r;
         drop(agent);
         let r2 = rig_in(_dir);
-        match &r2.agent.attempts[&AttemptId(2)].phase {
-            Phase::Finished(rep) => {
-                assert_eq!(rep.state, AttemptState::Failed);
-                assert_eq!(rep.reason, "image `nope` not found");
-            }
-            Phase::Running { .. } => panic!("must be finished"),
-        }
+        let rep = r2
+            .agent
+            .core
+            .report(AttemptId(2))
+            .expect("must be finished");
+        assert_eq!(rep.state, AttemptState::Failed);
+        assert_eq!(rep.reason, "image `nope` not found");
     }
 
     #[tokio::test]
@@ -922,5 +790,153 @@ mod tests {
         assert_eq!(u.last().unwrap().1, "failed");
         assert_eq!(u.last().unwrap().2, "worker Tessa has no docker driver");
         assert!(r.mock.started().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_overtook_its_start_cancels_the_attempt_for_good() {
+        let mut r = rig();
+        r.agent.on_stop(v1::StopAttempt {
+            attempt_id: 6,
+            reason: "cancelled by user".into(),
+        });
+        // The master gets a terminal fact and can release the resources.
+        let u = updates(&mut r);
+        assert_eq!(
+            u,
+            vec![(
+                seq_final(AttemptId(6)),
+                "cancelled".to_string(),
+                "stopped before it started".to_string()
+            )]
+        );
+        // The delayed start never runs it, before or after a restart.
+        r.agent.on_start(start(6, &["run_for=10"]));
+        assert!(r.mock.started().is_empty());
+        let Rig { agent, _dir, .. } = r;
+        drop(agent);
+        let mut r = rig_in(_dir);
+        r.agent.on_start(start(6, &["run_for=10"]));
+        assert!(r.mock.started().is_empty());
+        assert_eq!(r.agent.allocated(), Resources::ZERO);
+        // Forgotten after the ack, and still never started.
+        r.agent.on_ack(seq_final(AttemptId(6)));
+        r.agent.on_start(start(6, &["run_for=10"]));
+        assert!(r.mock.started().is_empty());
+    }
+
+    /// A master that refuses the first `refuse` sessions with `code` and
+    /// `message`, then welcomes the worker (and says so on `welcomed`).
+    struct FakeMaster {
+        sessions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        refuse: usize,
+        code: tonic::Code,
+        message: String,
+        welcomed: mpsc::UnboundedSender<()>,
+    }
+
+    type MasterStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::MasterMessage, tonic::Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl v1::worker_link_server::WorkerLink for FakeMaster {
+        type SessionStream = MasterStream;
+
+        async fn session(
+            &self,
+            _req: tonic::Request<tonic::Streaming<v1::WorkerMessage>>,
+        ) -> Result<tonic::Response<MasterStream>, tonic::Status> {
+            use std::sync::atomic::Ordering;
+            use tokio_stream::StreamExt;
+            if self.sessions.fetch_add(1, Ordering::SeqCst) < self.refuse {
+                return Err(tonic::Status::new(self.code, self.message.clone()));
+            }
+            let _ = self.welcomed.send(());
+            let welcome = v1::MasterMessage {
+                body: Some(In::Welcome(v1::Welcome {
+                    worker_id: "node-1".into(),
+                    heartbeat_interval_ms: 1000,
+                })),
+            };
+            let s = tokio_stream::iter(vec![Ok(welcome)]).chain(tokio_stream::pending());
+            Ok(tonic::Response::new(Box::pin(s)))
+        }
+    }
+
+    /// Run a whole agent against a [`FakeMaster`] until it is welcomed
+    /// (or gives up); returns how it ended and how many sessions it tried.
+    async fn run_against(
+        refuse: usize,
+        code: tonic::Code,
+        message: &str,
+    ) -> (Result<(), WorkerError>, usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sessions = std::sync::Arc::new(AtomicUsize::new(0));
+        let (welcomed, mut welcome_seen) = mpsc::unbounded_channel();
+        let master = FakeMaster {
+            sessions: sessions.clone(),
+            refuse,
+            code,
+            message: message.into(),
+            welcomed,
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(v1::worker_link_server::WorkerLinkServer::new(master))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (exits_tx, exits) = mpsc::unbounded_channel();
+        let (driver, _mock) = MockDriver::new(exits_tx);
+        let cfg = WorkerConfig::new(url, String::new(), "Tessa".into(), dir.path().into());
+        let det = Detected {
+            total: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 4 << 30,
+                storage_bytes: 0,
+                gpus: 0,
+            },
+            gpus: vec![],
+            drivers: vec!["process".into()],
+            node_id: "node-1".into(),
+        };
+        let drivers = Drivers {
+            process: Box::new(driver),
+            docker: None,
+        };
+        let shutdown = async move {
+            welcome_seen.recv().await;
+        };
+        let ended = tokio::time::timeout(
+            Duration::from_secs(30),
+            run(cfg, det, drivers, exits, shutdown),
+        )
+        .await
+        .expect("the agent ends in time");
+        (ended, sessions.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_name_still_held_by_a_live_worker_is_retried_until_it_is_free() {
+        let (ended, sessions) = run_against(
+            2,
+            tonic::Code::FailedPrecondition,
+            "worker name 'Tessa' is already used by ready worker node-0; pick another --name",
+        )
+        .await;
+        assert!(ended.is_ok(), "{ended:?}");
+        assert_eq!(sessions, 3);
+    }
+
+    #[tokio::test]
+    async fn any_other_refusal_ends_the_agent() {
+        let (ended, sessions) =
+            run_against(usize::MAX, tonic::Code::Unauthenticated, "bad token").await;
+        match ended {
+            Err(WorkerError::Refused(m)) => assert!(m.contains("bad token"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(sessions, 1);
     }
 }
