@@ -12,6 +12,7 @@
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
 //! | `timed_out` | agent     | stopped for running past its limit             |
+//! | `cancelled` | agent     | stopped before its start arrived: never ran    |
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
@@ -476,6 +477,16 @@ impl AttemptDir {
 
     pub fn is_stopped(&self) -> bool {
         self.path.join("stopped").exists()
+    }
+
+    /// Record that the attempt was stopped before its start arrived (the
+    /// folder then only carries that result; a later start is ignored).
+    pub fn mark_cancelled(&self) -> io::Result<()> {
+        fs::write(self.path.join("cancelled"), b"")
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.path.join("cancelled").exists()
     }
 
     pub fn log_len(&self) -> u64 {

@@ -16,11 +16,13 @@
 //!   reaped.
 //! * `outputs` — an ended attempt's output files, sealed and sent to the
 //!   master before its final result.
-//! * `agent` — the session with the master and the local attempt table.
+//! * `agent` — the agent: `agent::core` decides (the attempt table, every
+//!   rule about it; no I/O, so the master's simulation runs it), the rest
+//!   keeps the session with the master and performs those decisions.
 //!
 //! Entry points: [`detect`], [`run`].
 
-mod agent;
+pub mod agent;
 pub mod attempt_dir;
 pub mod cgroup;
 pub mod detect;
