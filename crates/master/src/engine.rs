@@ -470,10 +470,7 @@ impl<S: Store> Engine<S> {
     /// are kept. A store that cannot be read back is fatal.
     fn undo(&mut self, now: Millis) -> Result<(), berth_store::StoreError> {
         let snapshot = self.store.load()?;
-        let counters = self.state.counters();
-        let config = *self.state.config();
-        self.state = State::from_snapshot(snapshot, config, now);
-        self.state.restore_counters(counters);
+        self.state = State::rebuilt_after_failed_commit(snapshot, &self.state, now);
         while let Some((worker, before)) = self.session_undo.pop() {
             match before {
                 Some(s) => self.sessions.insert(worker, s),

@@ -26,6 +26,7 @@ impl State {
                 && !w.drained
                 && self.stale_on(id) == 0
                 && !self.overcommitted.contains(id)
+                && self.greeted.contains(id)
         })
     }
 

@@ -141,6 +141,10 @@ pub struct State {
     /// (restarted with a lower `--cpus`, say): shown as such, and given no
     /// new work until what they hold fits again.
     pub(crate) overcommitted: BTreeSet<WorkerId>,
+    /// Workers that said hello to this master (since its start). Those
+    /// known only from the records get no work until they do: what they
+    /// still run (and must stop first) is known only from their hello.
+    pub(crate) greeted: BTreeSet<WorkerId>,
     /// Each worker's stop grace, from its hello (for disconnect leases).
     pub(crate) stop_grace: HashMap<WorkerId, Millis>,
     /// Unknown attempts of `--stop-after-disconnect` tasks: when their
@@ -197,6 +201,7 @@ impl State {
             ledger: Ledger::default(),
             stale: HashMap::new(),
             overcommitted: BTreeSet::new(),
+            greeted: BTreeSet::new(),
             stop_grace: HashMap::new(),
             leases: BTreeMap::new(),
             next_task: 1,
@@ -261,10 +266,28 @@ impl State {
         self.counters
     }
 
-    /// Carry counters over to a state rebuilt from the records (the engine
-    /// rebuilds after a failed commit; the totals describe the process).
-    pub fn restore_counters(&mut self, counters: Counters) {
-        self.counters = counters;
+    /// The state as the records say, after a batch could not be committed:
+    /// everything the batch did is gone. What the records never hold and
+    /// the batch did not create is carried over from `before`: the process's
+    /// counters, which workers have said hello (and their stop grace), the
+    /// attempts they must still stop, disconnect leases still running.
+    pub fn rebuilt_after_failed_commit(snap: Snapshot, before: &State, now: Millis) -> State {
+        let mut s = State::from_snapshot(snap, before.config, now);
+        s.counters = before.counters;
+        s.greeted = before.greeted.clone();
+        s.stop_grace = before.stop_grace.clone();
+        s.stale = before.stale.clone();
+        for (aid, until) in &before.leases {
+            if let Some(mine) = s.leases.get_mut(aid) {
+                *mine = *until;
+            }
+        }
+        let ids: Vec<WorkerId> = s.workers.keys().cloned().collect();
+        for id in ids {
+            s.check_capacity(&id);
+            s.refresh_worker(&id);
+        }
+        s
     }
 
     pub fn config(&self) -> &StateConfig {

@@ -97,6 +97,7 @@ impl State {
             drained,
         };
         self.workers.insert(h.id.clone(), record);
+        self.greeted.insert(h.id.clone());
         if h.stop_grace_ms > 0 {
             self.stop_grace
                 .insert(h.id.clone(), h.stop_grace_ms as Millis);

@@ -1,25 +1,36 @@
 //! A deterministic simulation of one master (the real `State`, over a
-//! `MemStore` standing in for its file) and several simulated workers over a
-//! faulty simulated network. Everything is driven by one seed: the same
-//! seed replays the same run, step for step.
+//! `MemStore` standing in for its file) and several worker machines, each
+//! running the real agent core (`berth_worker::agent::core`), over a faulty
+//! simulated network. Only the network, the clocks, the disks, the machines
+//! and the driver's processes are simulated (`worker.rs`). Everything is
+//! driven by one seed: the same seed replays the same run, step for step.
 //!
 //! Faults injected during the fault phase: worker agent crash and restart
-//! (tasks keep running), machine crash (tasks die), master crash and restart
-//! from its store, dropped / duplicated / delayed (so reordered) messages,
-//! and partitions of single workers. Then faults stop, everything is healed
-//! and time passes, and the end state is checked.
+//! (tasks keep running), machine crash (tasks die; the disk may go too),
+//! master crash and restart from its store, dropped / duplicated / delayed
+//! (so reordered) messages, and partitions of single workers. Then faults
+//! stop, everything is healed and time passes, and the end state is checked.
+//!
+//! Checked after every step: the master's own invariants; on every machine,
+//! the processes running never use more than its total, the agent knows
+//! exactly the processes that run, and every process runs an attempt the
+//! master placed there; no task has two attempts whose processes run at
+//! once unless the master had declared the older one's worker down; no
+//! worker ever refuses an attempt for lack of room; and whenever nothing is
+//! in flight between the master and a connected worker, the two agree on
+//! what that worker runs.
 
 pub mod net;
 pub mod rng;
 pub mod worker;
 
-use berth_core::{Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
+use berth_core::{AttemptId, Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
 use berth_master::state::{Effects, Outbound, State, StateConfig, WorkerHello};
 use berth_store::{MemStore, Store};
 use net::{Faults, Msg, Net, ToMaster, ToWorker, sim_command, worker_id, worker_total};
 use rng::Rng;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use worker::SimWorker;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use worker::Machine;
 
 const STEP_MS: Millis = 20;
 const TICK_MS: Millis = 250;
@@ -37,6 +48,13 @@ pub struct Stats {
     pub machine_crashes: u32,
     pub partitions: u32,
     pub audits: u64,
+    /// Attempts the agents reported cancelled before they started.
+    pub stopped_before_start: u64,
+    /// Steps at which a worker and the master were checked to agree.
+    pub agreement_checks: u64,
+    /// Refusals excused because the master had released an attempt the
+    /// worker still ran (fatal with `BERTH_SIM_STRICT=1`).
+    pub master_released_running: u64,
 }
 
 pub struct World {
@@ -48,10 +66,16 @@ pub struct World {
     store: MemStore,
     sessions: HashMap<usize, u64>,
     master_back_at: Millis,
-    workers: Vec<SimWorker>,
+    workers: Vec<Machine>,
+    /// Attempts that were live on a worker when the master declared it
+    /// down: the only ones whose task may run twice at once.
+    orphaned: BTreeSet<AttemptId>,
     agent_back_at: Vec<Millis>,
     partition_ends: Vec<Millis>,
     acked: BTreeSet<TaskId>,
+    /// Per worker: the session and the attempts its last hello or
+    /// heartbeat processed by the master said it runs.
+    last_held: HashMap<usize, (u64, Vec<AttemptId>)>,
     next_tick: Millis,
     config: StateConfig,
     trace: VecDeque<String>,
@@ -84,6 +108,7 @@ impl World {
             },
             require_registration: false,
         };
+        let workers = (0..n).map(|i| Machine::new(i, 0, &mut rng)).collect();
         World {
             seed,
             rng,
@@ -93,10 +118,12 @@ impl World {
             store: MemStore::new(),
             sessions: HashMap::new(),
             master_back_at: 0,
-            workers: (0..n).map(SimWorker::new).collect(),
+            workers,
+            orphaned: BTreeSet::new(),
             agent_back_at: vec![0; n],
             partition_ends: vec![0; n],
             acked: BTreeSet::new(),
+            last_held: HashMap::new(),
             next_tick: 0,
             config,
             trace: VecDeque::new(),
@@ -142,8 +169,10 @@ impl World {
                     },
                 ),
                 Outbound::Stop {
-                    worker, attempt, ..
-                } => (index_of(&worker), ToWorker::Stop { attempt }),
+                    worker,
+                    attempt,
+                    reason,
+                } => (index_of(&worker), ToWorker::Stop { attempt, reason }),
                 Outbound::Ack { worker, seq } => (index_of(&worker), ToWorker::Ack { seq }),
             };
             if let Some(&s) = self.sessions.get(&w) {
@@ -159,10 +188,23 @@ impl World {
             eprintln!("t={now} master <- {m:?}");
         }
         let Some(st) = self.state.as_mut() else {
+            // Nobody listens: a hello's connection is refused.
+            if let ToMaster::Hello {
+                worker, session, ..
+            } = m
+            {
+                self.net.notify_closed(worker, session, now + 1);
+            }
             return;
         };
         let mut fx = Effects::default();
         let mut first: Vec<Msg> = Vec::new();
+        let running = |held: &[berth_proto::HeldReport]| -> Vec<AttemptId> {
+            held.iter()
+                .filter(|h| h.state.holds_resources())
+                .map(|h| h.attempt_id)
+                .collect()
+        };
         match m {
             ToMaster::Hello {
                 worker,
@@ -181,13 +223,19 @@ impl World {
                     max_attempt_id: 0,
                     stop_grace_ms: 0,
                 };
+                let reported = running(&h.held);
                 match st.hello(h, now, &mut fx) {
                     Ok(()) => {
                         self.sessions.insert(worker, session);
+                        self.last_held.insert(worker, (session, reported));
                         first.push(Msg::ToWorker(worker, session, ToWorker::Welcome));
                     }
                     Err(e) => {
-                        first.push(Msg::ToWorker(worker, session, ToWorker::Closed));
+                        first.push(Msg::ToWorker(
+                            worker,
+                            session,
+                            ToWorker::Refused(e.to_string()),
+                        ));
                         self.trace.push_back(format!("hello refused: {e}"));
                     }
                 }
@@ -205,12 +253,15 @@ impl World {
                 {
                     self.sessions.remove(&worker);
                     first.push(Msg::ToWorker(worker, session, ToWorker::Closed));
+                } else {
+                    self.last_held.insert(worker, (session, running(&held)));
                 }
             }
             ToMaster::Report {
                 worker,
                 seq,
                 report,
+                ..
             } => {
                 st.report(&worker_id(worker), seq, &report, now, &mut fx);
             }
@@ -231,11 +282,18 @@ impl World {
             return Ok(());
         };
         let mut fx = Effects::default();
+        let live_before: BTreeMap<WorkerId, Vec<AttemptId>> = st
+            .workers()
+            .map(|w| (w.id.clone(), st.ledger().attempts_on(&w.id).collect()))
+            .collect();
         let down = st.tick(now, &mut fx);
         st.schedule(now, &mut fx);
         for w in down {
             let i = index_of(&w);
             self.note(format!("master declared w{i} down"));
+            if let Some(live) = live_before.get(&w) {
+                self.orphaned.extend(live.iter().copied());
+            }
             if let Some(s) = self.sessions.remove(&i) {
                 self.net
                     .send(&mut self.rng, now, Msg::ToWorker(i, s, ToWorker::Closed));
@@ -291,7 +349,7 @@ impl World {
             } else {
                 self.rng.range(1, 3) as i32
             };
-            let spec = TaskSpec::process(
+            let mut spec = TaskSpec::process(
                 sim_command(run_ms, exit),
                 Resources {
                     cpu_millis: self.rng.range(250, 4_000),
@@ -300,6 +358,10 @@ impl World {
                     gpus: 0,
                 },
             );
+            // Some have a time limit, which the agent enforces.
+            if self.rng.chance(50) {
+                spec.timeout_ms = Some(self.rng.range(200, 5_000));
+            }
             let mut fx = Effects::default();
             let st = self.state.as_mut().unwrap();
             if let Ok(id) = st.submit(spec, false, now, &mut fx) {
@@ -336,20 +398,20 @@ impl World {
             self.net.drop_to_master();
             for w in 0..n {
                 self.net.drop_to_worker(w);
-                self.workers[w].lose_session();
+                self.workers[w].lose_session(now, "the master went away", &mut self.rng);
             }
             self.master_back_at = now + self.rng.range(200, 5_000) as Millis;
             self.stats.master_crashes += 1;
         }
         let w = self.rng.below(n as u64) as usize;
-        if self.workers[w].agent_up && self.rng.chance(2) {
+        if self.workers[w].agent_up() && self.rng.chance(2) {
             if self.rng.chance(100) {
                 self.note(format!("MACHINE CRASH w{w}, attempt folders lost"));
                 self.workers[w].crash_machine_losing_disk();
                 self.stats.machine_crashes += 1;
             } else if self.rng.chance(300) {
                 self.note(format!("MACHINE CRASH w{w}"));
-                self.workers[w].crash_machine(now);
+                self.workers[w].crash_machine();
                 self.stats.machine_crashes += 1;
             } else {
                 self.note(format!("AGENT CRASH w{w}"));
@@ -363,7 +425,7 @@ impl World {
         if !self.net.partitioned.contains(&w) && self.rng.chance(1) {
             self.note(format!("PARTITION w{w}"));
             self.net.partitioned.insert(w);
-            self.workers[w].lose_session();
+            self.workers[w].lose_session(now, "partitioned", &mut self.rng);
             self.partition_ends[w] = now + self.rng.range(500, 12_000) as Millis;
             self.stats.partitions += 1;
         }
@@ -377,8 +439,8 @@ impl World {
             self.note("master restarted from its store".into());
         }
         for w in 0..self.workers.len() {
-            if !self.workers[w].agent_up && (force || now >= self.agent_back_at[w]) {
-                self.workers[w].agent_up = true;
+            if !self.workers[w].agent_up() && (force || now >= self.agent_back_at[w]) {
+                self.workers[w].start_agent(now, &mut self.rng);
                 self.note(format!("agent w{w} restarted"));
             }
             if self.net.partitioned.contains(&w) && (force || now >= self.partition_ends[w]) {
@@ -398,8 +460,8 @@ impl World {
                         eprintln!("t={} w{w}/{s} <- {m:?}", self.now);
                     }
                     let mut out = Vec::new();
-                    self.workers[w].receive(s, m, self.now, &mut out);
-                    for (m, _) in out {
+                    self.workers[w].receive(s, m, self.now, &mut self.rng, &mut out);
+                    for m in out {
                         self.net.send(&mut self.rng, self.now, m);
                     }
                 }
@@ -412,7 +474,7 @@ impl World {
         for w in 0..self.workers.len() {
             let mut out = Vec::new();
             self.workers[w].step(self.now, &mut self.rng, &mut out);
-            for (m, _) in out {
+            for m in out {
                 self.net.send(&mut self.rng, self.now, m);
             }
         }
@@ -422,7 +484,166 @@ impl World {
         }
         self.heal(false);
         self.check_step()?;
+        self.check_machines()?;
         self.now += STEP_MS;
+        Ok(())
+    }
+
+    /// The worker side, after every step.
+    fn check_machines(&mut self) -> Result<(), String> {
+        let strict = std::env::var("BERTH_SIM_STRICT").is_ok();
+        // Known master-side gaps (see `released_running`): a worker that
+        // runs an attempt the master released without a terminal fact may
+        // find itself short of room.
+        for i in 0..self.workers.len() {
+            if !strict && !self.workers[i].violations.is_empty() && self.released_running_on(i) {
+                self.workers[i].violations.clear();
+                self.stats.master_released_running += 1;
+            }
+        }
+        if let Some(m) = self.workers.iter().find(|m| !m.violations.is_empty()) {
+            // What the worker runs, and what the master makes of each.
+            let views: Vec<String> = m
+                .procs
+                .keys()
+                .map(
+                    |aid| match self.state.as_ref().and_then(|st| st.attempt(*aid)) {
+                        Some(a) => format!("{aid}: {} ({})", a.state, a.reason),
+                        None => format!("{aid}: not in the master's memory"),
+                    },
+                )
+                .collect();
+            return Err(self.fail(format!(
+                "{}; w{} runs [{}]",
+                m.violations[0],
+                m.index,
+                views.join(", ")
+            )));
+        }
+        let mut runs: Vec<(TaskId, AttemptId, usize)> = Vec::new();
+        for m in &self.workers {
+            let used: Resources = m.procs.values().map(|p| p.resources).sum();
+            if !used.le(&m.total) {
+                return Err(self.fail(format!(
+                    "w{} runs processes using {used:?}, more than its total {:?}",
+                    m.index, m.total
+                )));
+            }
+            if !m.agent_knows_its_processes() {
+                let procs: Vec<&AttemptId> = m.procs.keys().collect();
+                return Err(self.fail(format!(
+                    "the agent of w{} believes {:?} run, but the processes are {procs:?}",
+                    m.index,
+                    m.core_running()
+                )));
+            }
+            for (aid, p) in &m.procs {
+                runs.push((p.task, *aid, m.index));
+                // Records of finished attempts may stay in the store only.
+                if let Some(st) = &self.state
+                    && let Some(a) = st.attempt(*aid)
+                    && (a.worker_id != worker_id(m.index) || a.task_id != p.task)
+                {
+                    return Err(self.fail(format!(
+                        "w{} runs attempt {aid} of task {}, which the master placed on {} for task {}",
+                        m.index, p.task, a.worker_id, a.task_id
+                    )));
+                }
+            }
+        }
+        runs.sort_unstable();
+        for same in runs.chunk_by(|a, b| a.0 == b.0) {
+            let task = same[0].0;
+            let r: Vec<(AttemptId, usize)> = same.iter().map(|(_, a, w)| (*a, *w)).collect();
+            let older = &r[..r.len() - 1];
+            let excused =
+                |a: &AttemptId| self.orphaned.contains(a) || (!strict && self.released_running(*a));
+            if let Some((aid, w)) = older.iter().find(|(a, _)| !excused(a)) {
+                return Err(self.fail(format!(
+                    "task {task} runs attempts {r:?} at once, though the master never declared w{w} (running {aid}) down"
+                )));
+            }
+        }
+        self.check_agreement()
+    }
+
+    /// Did the master release `a` (lost) while its process still ran? Two
+    /// master-side gaps do that, both found by this simulation: a stopping
+    /// attempt whose start was still on its way is declared lost by the
+    /// next heartbeat; a hello delayed past a newer session of a restarted
+    /// agent is reality-checked as if it were current. A third lets the
+    /// master place work on a worker before its first hello after a master
+    /// restart (its stale attempts are only known in memory). Strict runs
+    /// (`BERTH_SIM_STRICT=1`) fail on them.
+    fn released_running(&self, a: AttemptId) -> bool {
+        self.state.as_ref().is_some_and(|st| {
+            st.attempt(a)
+                .is_some_and(|r| matches!(r.state.as_str(), "lost" | "unknown"))
+        })
+    }
+
+    fn released_running_on(&self, i: usize) -> bool {
+        self.workers[i]
+            .procs
+            .keys()
+            .any(|a| self.released_running(*a))
+    }
+
+    /// Master and worker agree wherever that is well defined: the worker
+    /// has a welcomed session the master knows, and nothing is in flight
+    /// between them (a message on its way, or one lost for good, leaves
+    /// them apart until the next heartbeat).
+    ///
+    /// * No phantom allocation: every attempt the master counts on the
+    ///   worker, once past `assigned`, is held by it (running, or its
+    ///   result not yet acknowledged).
+    /// * Nothing runs unknown: whatever the worker's last heartbeat (or
+    ///   hello) said it runs, and still runs, is live at the master on that
+    ///   worker, or the master knows the worker runs attempts to stop.
+    fn check_agreement(&mut self) -> Result<(), String> {
+        let Some(st) = &self.state else { return Ok(()) };
+        let mut checked = 0;
+        for m in &self.workers {
+            let i = m.index;
+            let Some(session) = m.welcomed_session() else {
+                continue;
+            };
+            let wid = worker_id(i);
+            if self.sessions.get(&i) != Some(&session)
+                || self.net.partitioned.contains(&i)
+                || self.net.in_flight_for(i)
+                || !st.worker(&wid).is_some_and(|w| w.state.is_up())
+            {
+                continue;
+            }
+            checked += 1;
+            for aid in st.ledger().attempts_on(&wid) {
+                let a = st.attempt(aid).expect("ledger attempt exists");
+                if a.state != berth_core::AttemptState::Assigned && !m.holds(aid) {
+                    return Err(self.fail(format!(
+                        "phantom allocation: attempt {aid} is {} on w{i} at the master, but w{i} does not hold it",
+                        a.state
+                    )));
+                }
+            }
+            let Some((s, reported)) = self.last_held.get(&i) else {
+                continue;
+            };
+            if *s != session {
+                continue;
+            }
+            for aid in reported.iter().filter(|a| m.core_runs(**a)) {
+                let live = st
+                    .attempt(*aid)
+                    .is_some_and(|a| a.state.holds_resources() && a.worker_id == wid);
+                if !live && st.stale_on(&wid) == 0 {
+                    return Err(self.fail(format!(
+                        "w{i} runs attempt {aid} and said so, but the master neither counts it nor asks for it to stop"
+                    )));
+                }
+            }
+        }
+        self.stats.agreement_checks += checked;
         Ok(())
     }
 
@@ -478,7 +699,7 @@ impl World {
             let w = &self.workers[index_of(&a.worker_id)];
             let start_in_flight =
                 a.state == berth_core::AttemptState::Assigned && self.now - a.created_ms < 1_000;
-            if !start_in_flight && !w.attempts.contains_key(&a.id) {
+            if !start_in_flight && !w.holds(a.id) {
                 return Err(self.fail(format!(
                     "phantom allocation: attempt {} is {} on w{} at the master, but that worker does not hold it",
                     a.id, a.state, w.index
@@ -486,7 +707,7 @@ impl World {
             }
         }
         for w in &self.workers {
-            for (aid, _) in w.running() {
+            for aid in w.procs.keys() {
                 let live = st.attempt(*aid).is_some_and(|a| {
                     a.state.holds_resources() && a.worker_id == worker_id(w.index)
                 });
@@ -521,6 +742,7 @@ impl World {
         self.master_tick()?;
         self.check_settled()?;
         self.stats.audits = self.state.as_ref().unwrap().counters().reconcile_runs;
+        self.stats.stopped_before_start = self.workers.iter().map(|w| w.stopped_before_start).sum();
         self.stats.messages = self.net.sent;
         self.stats.dropped = self.net.dropped;
         Ok(self.stats)

@@ -1,5 +1,14 @@
 //! The simulated network: messages with delivery times, and the faults
-//! (drop, duplicate, delay/reorder, partition) applied when they are sent.
+//! (drop, duplicate, delay, partition) applied when they are sent.
+//!
+//! A session is one gRPC stream in each direction over one connection, and
+//! a stream delivers in order: a message may be delayed (holding up those
+//! behind it) or duplicated, but never overtakes one sent before it on the
+//! same session. A dropped message is a connection that died: nothing sent
+//! after it on that session arrives, and the worker notices a while later
+//! (its keepalive), as a `Closed`. Messages of different sessions (an old
+//! one still draining, a new one) and of different workers are reordered
+//! freely.
 
 use super::rng::Rng;
 use berth_core::{AttemptId, Millis, Resources, TaskId, TaskSpec, WorkerId};
@@ -20,6 +29,7 @@ pub enum ToMaster {
     },
     Report {
         worker: usize,
+        session: u64,
         seq: u64,
         report: HeldReport,
     },
@@ -37,12 +47,15 @@ pub enum ToWorker {
     },
     Stop {
         attempt: AttemptId,
+        reason: String,
     },
     Ack {
         seq: u64,
     },
     /// The master closed this session's stream.
     Closed,
+    /// The master refused the hello, with its reason.
+    Refused(String),
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +78,13 @@ pub struct Net {
     queue: std::collections::BTreeMap<(Millis, u64), Msg>,
     next: u64,
     pub faults: Faults,
+    /// Per stream (worker, session, towards the master): when its last
+    /// message is delivered.
+    streams: std::collections::HashMap<(usize, u64, bool), Millis>,
+    /// Messages in flight per worker.
+    in_flight: std::collections::HashMap<usize, usize>,
+    /// Sessions whose connection died, as (worker, session).
+    broken: BTreeSet<(usize, u64)>,
     /// Workers cut off from the master (both directions).
     pub partitioned: BTreeSet<usize>,
     pub sent: u64,
@@ -81,11 +101,32 @@ impl Net {
         }
     }
 
+    fn stream_of(m: &Msg) -> (usize, u64, bool) {
+        match m {
+            Msg::ToMaster(ToMaster::Hello {
+                worker, session, ..
+            })
+            | Msg::ToMaster(ToMaster::Heartbeat {
+                worker, session, ..
+            })
+            | Msg::ToMaster(ToMaster::Report {
+                worker, session, ..
+            }) => (*worker, *session, true),
+            Msg::ToWorker(w, s, _) => (*w, *s, false),
+        }
+    }
+
     pub fn send(&mut self, rng: &mut Rng, now: Millis, m: Msg) {
         self.sent += 1;
-        if self.partitioned.contains(&Self::worker_of(&m)) || rng.chance(self.faults.drop_per_mille)
-        {
+        let (w, session, _) = Self::stream_of(&m);
+        if self.partitioned.contains(&w) || self.broken.contains(&(w, session)) {
             self.dropped += 1;
+            return;
+        }
+        if rng.chance(self.faults.drop_per_mille) {
+            self.dropped += 1;
+            self.broken.insert((w, session));
+            self.notify_closed(w, session, now + rng.range(200, 3_000) as Millis);
             return;
         }
         let copies = if rng.chance(self.faults.dup_per_mille) {
@@ -99,8 +140,12 @@ impl Net {
             } else {
                 rng.range(1, 20)
             } as Millis;
+            let last = self.streams.entry(Self::stream_of(&m)).or_insert(now);
+            let at = (now + delay).max(*last);
+            *last = at;
             self.next += 1;
-            self.queue.insert((now + delay, self.next), m.clone());
+            *self.in_flight.entry(w).or_default() += 1;
+            self.queue.insert((at, self.next), m.clone());
         }
     }
 
@@ -113,6 +158,7 @@ impl Net {
                 break;
             }
             let m = entry.remove();
+            self.left(&m);
             if self.partitioned.contains(&Self::worker_of(&m)) {
                 self.dropped += 1;
                 continue;
@@ -122,15 +168,50 @@ impl Net {
         out
     }
 
+    /// Tell worker `w` at `at` that the master side of `session` is gone.
+    pub fn notify_closed(&mut self, w: usize, session: u64, at: Millis) {
+        self.next += 1;
+        *self.in_flight.entry(w).or_default() += 1;
+        self.queue
+            .insert((at, self.next), Msg::ToWorker(w, session, ToWorker::Closed));
+    }
+
+    /// Is anything in flight to or from worker `w`?
+    pub fn in_flight_for(&self, w: usize) -> bool {
+        self.in_flight.get(&w).is_some_and(|n| *n > 0)
+    }
+
+    /// A message left the network.
+    fn left(&mut self, m: &Msg) {
+        if let Some(n) = self.in_flight.get_mut(&Self::worker_of(m)) {
+            *n -= 1;
+        }
+    }
+
+    fn drop_where(&mut self, gone: impl Fn(&Msg) -> bool) {
+        let mut left = Vec::new();
+        self.queue.retain(|_, m| {
+            let g = gone(m);
+            if g {
+                left.push(Self::worker_of(m));
+            }
+            !g
+        });
+        for w in left {
+            if let Some(n) = self.in_flight.get_mut(&w) {
+                *n -= 1;
+            }
+        }
+    }
+
     /// Lose everything in flight to the master (it crashed).
     pub fn drop_to_master(&mut self) {
-        self.queue.retain(|_, m| !matches!(m, Msg::ToMaster(_)));
+        self.drop_where(|m| matches!(m, Msg::ToMaster(_)));
     }
 
     /// Lose everything in flight to a worker (its agent crashed).
     pub fn drop_to_worker(&mut self, w: usize) {
-        self.queue
-            .retain(|_, m| !matches!(m, Msg::ToWorker(x, _, _) if *x == w));
+        self.drop_where(|m| matches!(m, Msg::ToWorker(x, _, _) if *x == w));
     }
 }
 
