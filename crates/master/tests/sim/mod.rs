@@ -26,7 +26,7 @@ pub mod worker;
 
 use berth_core::{AttemptId, Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
 use berth_master::state::{Effects, Outbound, State, StateConfig, WorkerHello};
-use berth_store::{MemStore, Store};
+use berth_store::{MemStore, Store, StoreFault};
 use net::{Faults, Msg, Net, ToMaster, ToWorker, sim_command, worker_id, worker_total};
 use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -52,9 +52,9 @@ pub struct Stats {
     pub stopped_before_start: u64,
     /// Steps at which a worker and the master were checked to agree.
     pub agreement_checks: u64,
-    /// Refusals excused because the master had released an attempt the
-    /// worker still ran (fatal with `BERTH_SIM_STRICT=1`).
-    pub master_released_running: u64,
+    /// Batches the store refused (disk full, busy, I/O error); each undone
+    /// by the product's own rebuild (`State::rebuilt_after_failed_commit`).
+    pub commit_failures: u64,
 }
 
 pub struct World {
@@ -66,6 +66,8 @@ pub struct World {
     store: MemStore,
     sessions: HashMap<usize, u64>,
     master_back_at: Millis,
+    /// While the store refuses writes: when it takes them again.
+    store_back_at: Millis,
     workers: Vec<Machine>,
     /// Attempts that were live on a worker when the master declared it
     /// down: the only ones whose task may run twice at once.
@@ -118,6 +120,7 @@ impl World {
             store: MemStore::new(),
             sessions: HashMap::new(),
             master_back_at: 0,
+            store_back_at: 0,
             workers,
             orphaned: BTreeSet::new(),
             agent_back_at: vec![0; n],
@@ -149,9 +152,33 @@ impl World {
         )
     }
 
-    /// Commit the effects durably, then send the messages.
-    fn commit_and_route(&mut self, fx: Effects) {
-        self.store.commit(&fx.writes).expect("mem store commit");
+    /// Commit a batch's writes. When the store refuses them, the batch is
+    /// undone as the engine undoes it: the state rebuilt from the records
+    /// with what only the process knows carried over. Returns whether it
+    /// was committed.
+    fn try_commit(&mut self, writes: &[berth_store::Write]) -> bool {
+        if writes.is_empty() {
+            return true;
+        }
+        match self.store.commit(writes) {
+            Ok(()) => true,
+            Err(e) => {
+                let snap = self.store.load().expect("records can be read");
+                let before = self.state.take().expect("a master commits");
+                self.state = Some(State::rebuilt_after_failed_commit(snap, &before, self.now));
+                self.stats.commit_failures += 1;
+                self.note(format!("commit failed ({e}); batch undone"));
+                false
+            }
+        }
+    }
+
+    /// Commit the effects durably, then send the messages (none of them
+    /// when the commit failed).
+    fn commit_and_route(&mut self, fx: Effects) -> bool {
+        if !self.try_commit(&fx.writes) {
+            return false;
+        }
         for o in fx.outbound {
             let (w, m) = match o {
                 Outbound::Start {
@@ -180,6 +207,7 @@ impl World {
                     .send(&mut self.rng, self.now, Msg::ToWorker(w, s, m));
             }
         }
+        true
     }
 
     fn master_receive(&mut self, m: ToMaster) {
@@ -266,7 +294,24 @@ impl World {
                 st.report(&worker_id(worker), seq, &report, now, &mut fx);
             }
         }
-        self.store.commit(&fx.writes).expect("mem store commit");
+        if !self.try_commit(&fx.writes) {
+            // Nothing of the batch happened: a welcome becomes a refusal
+            // (the engine answers the hello with the cause), acks are not
+            // sent, the worker resends.
+            for m in first {
+                let m = match m {
+                    Msg::ToWorker(w, s, ToWorker::Welcome) => {
+                        if self.sessions.get(&w) == Some(&s) {
+                            self.sessions.remove(&w);
+                        }
+                        Msg::ToWorker(w, s, ToWorker::Closed)
+                    }
+                    m => m,
+                };
+                self.net.send(&mut self.rng, now, m);
+            }
+            return;
+        }
         for m in first {
             self.net.send(&mut self.rng, now, m);
         }
@@ -299,7 +344,9 @@ impl World {
                     .send(&mut self.rng, now, Msg::ToWorker(i, s, ToWorker::Closed));
             }
         }
-        self.commit_and_route(fx);
+        if !self.commit_and_route(fx) {
+            return Ok(());
+        }
         // The periodic audit: the records must equal the state, always.
         if now % 5_000 < TICK_MS {
             let records = self.store.live_attempts().expect("records");
@@ -364,8 +411,9 @@ impl World {
             }
             let mut fx = Effects::default();
             let st = self.state.as_mut().unwrap();
-            if let Ok(id) = st.submit(spec, false, now, &mut fx) {
-                self.commit_and_route(fx);
+            if let Ok(id) = st.submit(spec, false, now, &mut fx)
+                && self.commit_and_route(fx)
+            {
                 self.acked.insert(id);
                 self.stats.submitted += 1;
             }
@@ -403,6 +451,14 @@ impl World {
             self.master_back_at = now + self.rng.range(200, 5_000) as Millis;
             self.stats.master_crashes += 1;
         }
+        // The master's disk fills up (or fails) for a while.
+        if self.state.is_some() && self.store.failing.is_none() && self.rng.chance(1) {
+            let fault =
+                [StoreFault::Full, StoreFault::Busy, StoreFault::Io][self.rng.below(3) as usize];
+            self.note(format!("STORE REFUSES WRITES ({})", fault.as_str()));
+            self.store.fail_writes(Some(fault));
+            self.store_back_at = now + self.rng.range(100, 3_000) as Millis;
+        }
         let w = self.rng.below(n as u64) as usize;
         if self.workers[w].agent_up() && self.rng.chance(2) {
             if self.rng.chance(100) {
@@ -433,6 +489,10 @@ impl World {
 
     fn heal(&mut self, force: bool) {
         let now = self.now;
+        if self.store.failing.is_some() && (force || now >= self.store_back_at) {
+            self.store.fail_writes(None);
+            self.note("the store takes writes again".into());
+        }
         if self.state.is_none() && (force || now >= self.master_back_at) {
             let snap = self.store.load().expect("load");
             self.state = Some(State::from_snapshot(snap, self.config, now));
@@ -491,16 +551,6 @@ impl World {
 
     /// The worker side, after every step.
     fn check_machines(&mut self) -> Result<(), String> {
-        let strict = std::env::var("BERTH_SIM_STRICT").is_ok();
-        // Known master-side gaps (see `released_running`): a worker that
-        // runs an attempt the master released without a terminal fact may
-        // find itself short of room.
-        for i in 0..self.workers.len() {
-            if !strict && !self.workers[i].violations.is_empty() && self.released_running_on(i) {
-                self.workers[i].violations.clear();
-                self.stats.master_released_running += 1;
-            }
-        }
         if let Some(m) = self.workers.iter().find(|m| !m.violations.is_empty()) {
             // What the worker runs, and what the master makes of each.
             let views: Vec<String> = m
@@ -556,37 +606,23 @@ impl World {
             let task = same[0].0;
             let r: Vec<(AttemptId, usize)> = same.iter().map(|(_, a, w)| (*a, *w)).collect();
             let older = &r[..r.len() - 1];
-            let excused =
-                |a: &AttemptId| self.orphaned.contains(a) || (!strict && self.released_running(*a));
+            // Two attempts may run at once only while the older one is
+            // `unknown` at the master: its worker was declared down and has
+            // not yet come back to have it stopped. (While the master itself
+            // is down, its last word counts.)
+            let excused = |a: &AttemptId| match &self.state {
+                Some(st) => st
+                    .attempt(*a)
+                    .is_some_and(|r| r.state == berth_core::AttemptState::Unknown),
+                None => self.orphaned.contains(a),
+            };
             if let Some((aid, w)) = older.iter().find(|(a, _)| !excused(a)) {
                 return Err(self.fail(format!(
-                    "task {task} runs attempts {r:?} at once, though the master never declared w{w} (running {aid}) down"
+                    "task {task} runs attempts {r:?} at once, though the master does not show w{w}'s {aid} as unknown"
                 )));
             }
         }
         self.check_agreement()
-    }
-
-    /// Did the master release `a` (lost) while its process still ran? Two
-    /// master-side gaps do that, both found by this simulation: a stopping
-    /// attempt whose start was still on its way is declared lost by the
-    /// next heartbeat; a hello delayed past a newer session of a restarted
-    /// agent is reality-checked as if it were current. A third lets the
-    /// master place work on a worker before its first hello after a master
-    /// restart (its stale attempts are only known in memory). Strict runs
-    /// (`BERTH_SIM_STRICT=1`) fail on them.
-    fn released_running(&self, a: AttemptId) -> bool {
-        self.state.as_ref().is_some_and(|st| {
-            st.attempt(a)
-                .is_some_and(|r| matches!(r.state.as_str(), "lost" | "unknown"))
-        })
-    }
-
-    fn released_running_on(&self, i: usize) -> bool {
-        self.workers[i]
-            .procs
-            .keys()
-            .any(|a| self.released_running(*a))
     }
 
     /// Master and worker agree wherever that is well defined: the worker
