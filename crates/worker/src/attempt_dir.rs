@@ -12,6 +12,8 @@
 //! | `stopped` | agent       | a stop was requested (the outcome is cancelled)|
 //! | `limit`   | agent       | time limit: deadline (epoch ms) and the limit  |
 //! | `timed_out` | agent     | stopped for running past its limit             |
+//! | `disconnect` | agent    | the task's `--stop-after-disconnect` (ms)      |
+//! | `disconnected` | agent  | stopped for want of the master (the outcome is disconnected: retried) |
 //! | `cancelled` | agent     | stopped before its start arrived: never ran    |
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
@@ -461,6 +463,26 @@ impl AttemptDir {
         let text = fs::read_to_string(self.path.join("limit")).ok()?;
         let mut it = text.split_whitespace();
         Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    pub fn set_disconnect_limit(&self, limit_ms: u64) -> io::Result<()> {
+        write_atomic(&self.path.join("disconnect"), &format!("{limit_ms}\n"))
+    }
+
+    pub fn disconnect_limit(&self) -> Option<u64> {
+        fs::read_to_string(self.path.join("disconnect"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn mark_disconnected(&self) -> io::Result<()> {
+        write_durable(&self.path.join("disconnected"), "")
+    }
+
+    pub fn is_disconnected(&self) -> bool {
+        self.path.join("disconnected").exists()
     }
 
     pub fn mark_timed_out(&self) -> io::Result<()> {

@@ -49,6 +49,9 @@ pub struct Folder {
     pub cancelled: bool,
     /// Deadline on the machine's wall clock, and the limit.
     pub limit: Option<(i64, u64)>,
+    /// The task's `--stop-after-disconnect`, and whether it fired.
+    pub disconnect_ms: Option<u64>,
+    pub disconnected: bool,
 }
 
 impl Folder {
@@ -61,6 +64,8 @@ impl Folder {
             timed_out: false,
             cancelled: false,
             limit: None,
+            disconnect_ms: None,
+            disconnected: false,
         }
     }
 
@@ -210,6 +215,8 @@ impl Machine {
                     deadline: (deadline - wall).max(0) as u64,
                     limit_ms,
                 }),
+                disconnect_ms: f.disconnect_ms,
+                disconnected: f.disconnected,
             })
             .collect();
         self.feed(now, Event::Recovered(found), rng, &mut Vec::new());
@@ -450,6 +457,7 @@ impl Machine {
             } => {
                 let mut f = Folder::new(meta);
                 f.limit = limit_ms.map(|l| (self.wall(now) + l as i64, l));
+                f.disconnect_ms = spec.stop_after_disconnect_ms;
                 self.folders.insert(attempt, f);
                 if rng.chance(10) {
                     return Some(Event::Launched {
@@ -510,6 +518,11 @@ impl Machine {
             Action::MarkStopped { attempt } => {
                 if let Some(f) = self.folders.get_mut(&attempt) {
                     f.stopped = true;
+                }
+            }
+            Action::MarkDisconnected { attempt } => {
+                if let Some(f) = self.folders.get_mut(&attempt) {
+                    f.disconnected = true;
                 }
             }
             Action::MarkTimedOut { attempt } => {

@@ -112,6 +112,10 @@ pub struct Found {
     /// It was stopped before it started (it never ran).
     pub cancelled: bool,
     pub limit: Option<Limit>,
+    /// The task's `--stop-after-disconnect`, in milliseconds.
+    pub disconnect_ms: Option<u64>,
+    /// It was stopped for want of the master.
+    pub disconnected: bool,
 }
 
 /// What the driver says about an attempt it was asked to re-attach.
@@ -241,6 +245,9 @@ pub enum Action {
     MarkStopped { attempt: AttemptId },
     /// Record in the folder that the time limit stopped it.
     MarkTimedOut { attempt: AttemptId },
+    /// Record in the folder that it was stopped because the master had not
+    /// been heard from for its `--stop-after-disconnect`.
+    MarkDisconnected { attempt: AttemptId },
     /// Record in the folder why it could not start.
     RecordFailed { attempt: AttemptId, reason: String },
     /// Record an exit status the driver could not.
@@ -295,6 +302,9 @@ struct Entry {
     timed_out: bool,
     cancelled: bool,
     limit: Option<Limit>,
+    /// Stop it once the master has not been heard from for this long.
+    disconnect_ms: Option<Millis>,
+    disconnected: bool,
 }
 
 impl Entry {
@@ -330,6 +340,10 @@ pub struct AgentCore {
     exited: bool,
     rng: u64,
     now: Millis,
+    /// When the master last proved it hears this worker (a welcome, or any
+    /// ack): silence for `--stop-after-disconnect` counts from here. May be
+    /// before the core's clock began (the agent restarted).
+    heard_at: i64,
 }
 
 impl AgentCore {
@@ -345,7 +359,20 @@ impl AgentCore {
             exited: false,
             rng,
             now: 0,
+            heard_at: 0,
         }
+    }
+
+    /// The master was last heard from `ms` before now (known to the shell
+    /// from before the agent started), so that a restart of the agent does
+    /// not reset the silence of `--stop-after-disconnect` tasks.
+    pub fn heard_ago(&mut self, ms: Millis) {
+        self.heard_at = self.now as i64 - ms.min(i64::MAX as u64) as i64;
+    }
+
+    /// How long the master has not been heard from.
+    pub fn silence(&self) -> Millis {
+        (self.now as i64 - self.heard_at).max(0) as Millis
     }
 
     /// Apply one event at `now`, appending what to do to `out`.
@@ -362,7 +389,12 @@ impl AgentCore {
                 reason,
                 tombstoned,
             } => self.stop(attempt, &reason, tombstoned, out),
-            Event::Ack { seq } => self.ack(seq, out),
+            Event::Ack { seq } => {
+                // Any ack proves the master hears us (heartbeats are acked
+                // for exactly that).
+                self.heard_at = now as i64;
+                self.ack(seq, out)
+            }
             Event::Launched { attempt, result } => self.launched(attempt, result, out),
             Event::Ended { attempt, ended } => self.ended(attempt, ended, out),
             Event::Amended { attempt, report } => {
@@ -493,6 +525,8 @@ impl AgentCore {
             timed_out: f.timed_out,
             cancelled: f.cancelled,
             limit: f.limit,
+            disconnect_ms: f.disconnect_ms,
+            disconnected: f.disconnected,
         };
         if f.ended.exit.is_some() || f.ended.failed.is_some() || f.cancelled {
             e.phase = Phase::Finished(final_report(f.attempt, &e, &f.ended));
@@ -530,6 +564,7 @@ impl AgentCore {
     }
 
     fn welcomed(&mut self, heartbeat_ms: Millis, out: &mut Vec<Action>) {
+        self.heard_at = self.now as i64;
         let every = heartbeat_ms.max(50);
         self.link = Link::Open {
             next_heartbeat: self.now + every,
@@ -627,6 +662,8 @@ impl AgentCore {
                     deadline: self.now.saturating_add(l),
                     limit_ms: l,
                 }),
+                disconnect_ms: spec.stop_after_disconnect_ms,
+                disconnected: false,
             },
         );
         out.push(Action::Launch {
@@ -666,6 +703,8 @@ impl AgentCore {
             timed_out: false,
             cancelled: false,
             limit: None,
+            disconnect_ms: None,
+            disconnected: false,
         });
         e.phase = Phase::Finished(report);
     }
@@ -747,6 +786,8 @@ impl AgentCore {
                         timed_out: false,
                         cancelled: true,
                         limit: None,
+                        disconnect_ms: None,
+                        disconnected: false,
                     },
                 );
             }
@@ -794,11 +835,29 @@ impl AgentCore {
     fn tick(&mut self, out: &mut Vec<Action>) {
         let now = self.now;
         let grace = self.cfg.stop_grace_ms;
+        let silence = self.silence();
         for (id, e) in &mut self.table {
             let Phase::Running(stopping) = e.phase else {
                 continue;
             };
             match stopping {
+                Stopping::No if e.disconnect_ms.is_some_and(|l| silence > l) => {
+                    tracing::warn!(
+                        attempt = %id,
+                        silence_ms = silence,
+                        "no word from the master for longer than the task's --stop-after-disconnect; stopping it"
+                    );
+                    e.disconnected = true;
+                    e.phase = Phase::Running(Stopping::Term {
+                        kill_at: now.saturating_add(grace),
+                    });
+                    out.push(Action::MarkDisconnected { attempt: *id });
+                    out.push(Action::Signal {
+                        attempt: *id,
+                        driver: e.meta.driver,
+                        signal: Signal::Term,
+                    });
+                }
                 Stopping::No if e.limit.is_some_and(|l| now >= l.deadline) => {
                     tracing::info!(attempt = %id, "time limit reached; stopping attempt");
                     e.timed_out = true;
@@ -937,6 +996,18 @@ fn final_report(id: AttemptId, e: &Entry, ended: &Ended) -> HeldReport {
             state: AttemptState::Cancelled,
             exit_code: None,
             reason: STOPPED_BEFORE_START.into(),
+        };
+    }
+    if e.disconnected {
+        let limit = e.disconnect_ms.unwrap_or(0);
+        return HeldReport {
+            attempt_id: id,
+            state: AttemptState::Disconnected,
+            exit_code: exit,
+            reason: format!(
+                "stopped by its worker after {:.0}s without hearing from the master (--stop-after-disconnect)",
+                limit as f64 / 1000.0
+            ),
         };
     }
     if e.timed_out {

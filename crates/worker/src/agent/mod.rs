@@ -68,6 +68,8 @@ pub(crate) struct Agent {
     dial: Option<Hello>,
     /// The core asked to end.
     exit: Option<Exit>,
+    /// When `DATA_DIR/contact` was last touched.
+    contact_noted: Option<Instant>,
 }
 
 impl Agent {
@@ -113,7 +115,10 @@ impl Agent {
             origin: Instant::now(),
             dial: None,
             exit: None,
+            contact_noted: None,
         };
+        let ago = Self::heard_ago(&agent.cfg.data_dir);
+        agent.core.heard_ago(ago);
         let found = dirs.iter().map(|d| agent.found(d)).collect();
         agent.feed(Event::Recovered(found));
         Ok(agent)
@@ -144,6 +149,8 @@ impl Agent {
                 deadline: now + (deadline - wall).max(0) as u64,
                 limit_ms,
             }),
+            disconnect_ms: dir.disconnect_limit(),
+            disconnected: dir.is_disconnected(),
         }
     }
 
@@ -225,6 +232,9 @@ impl Agent {
             Action::MarkStopped { attempt } => {
                 let _ = self.dir(attempt).mark_stopped();
             }
+            Action::MarkDisconnected { attempt } => {
+                let _ = self.dir(attempt).mark_disconnected();
+            }
             Action::MarkTimedOut { attempt } => {
                 let _ = self.dir(attempt).mark_timed_out();
             }
@@ -296,6 +306,10 @@ impl Agent {
         if let Some(limit) = limit_ms {
             dir.set_limit(epoch_ms() + limit as i64, limit)
                 .map_err(|e| format!("recording the time limit: {e}"))?;
+        }
+        if let Some(limit) = spec.stop_after_disconnect_ms {
+            dir.set_disconnect_limit(limit)
+                .map_err(|e| format!("recording --stop-after-disconnect: {e}"))?;
         }
         self.shipped.insert(id, 0);
         let launch = Launch {
@@ -406,7 +420,43 @@ impl Agent {
     }
 
     fn on_ack(&mut self, seq: u64) {
+        self.heard();
         self.feed(Event::Ack { seq });
+    }
+
+    /// The master proved it hears us: note the time in `DATA_DIR/contact`
+    /// (its modification time; at most once a second, not fsynced — an
+    /// older time only makes a restarted agent stop its
+    /// `--stop-after-disconnect` tasks sooner).
+    fn heard(&mut self) {
+        let now = Instant::now();
+        if self
+            .contact_noted
+            .is_some_and(|t| now - t < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.contact_noted = Some(now);
+        let path = self.cfg.data_dir.join("contact");
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not note the master's contact");
+        }
+    }
+
+    /// How long ago the master was last heard from, by `DATA_DIR/contact`
+    /// (0 when never: nothing of a previous run can be running).
+    fn heard_ago(data_dir: &std::path::Path) -> u64 {
+        std::fs::metadata(data_dir.join("contact"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     /// The driver says an attempt's supervisor ended (or vanished).
@@ -529,6 +579,7 @@ impl Agent {
         self.out = Some(tx);
         // Nothing has been shipped on this stream yet.
         self.shipped.clear();
+        self.heard();
         self.feed(Event::Welcomed { heartbeat_ms });
         let mut tick = tokio::time::interval(TICK);
         let lost = loop {

@@ -633,6 +633,8 @@ fn folders_found_at_start_are_reattached_reported_or_discarded() {
         timed_out: false,
         cancelled: false,
         limit: None,
+        disconnect_ms: None,
+        disconnected: false,
     };
     let mut c = core();
     let a = c.handle(
@@ -722,4 +724,95 @@ fn folders_found_at_start_are_reattached_reported_or_discarded() {
         c.running().collect::<Vec<_>>(),
         vec![(AttemptId(3), DriverKind::Process)]
     );
+}
+
+#[test]
+fn an_at_most_once_task_is_stopped_after_the_master_has_been_silent_too_long() {
+    let mut c = open_core();
+    let mut o = order(5, 1000);
+    if let Ok(spec) = o.spec.as_mut() {
+        spec.stop_after_disconnect_ms = Some(3_000);
+    }
+    c.handle(
+        0,
+        Event::Start {
+            order: o,
+            tombstoned: false,
+        },
+    );
+    c.handle(
+        0,
+        Event::Launched {
+            attempt: AttemptId(5),
+            result: Ok(()),
+        },
+    );
+    // Heartbeats acknowledged: the master hears us; silence restarts.
+    c.handle(2_000, Event::Ack { seq: 0 });
+    assert!(signals(&c.handle(4_900, Event::Tick)).is_empty());
+    // A one-way cut: we may still receive, but no ack comes back.
+    assert!(signals(&c.handle(5_000, Event::Tick)).is_empty());
+    let a = c.handle(5_001, Event::Tick);
+    assert!(a.contains(&Action::MarkDisconnected {
+        attempt: AttemptId(5)
+    }));
+    assert_eq!(signals(&a), vec![Signal::Term]);
+    let a = c.handle(
+        5_020,
+        Event::Ended {
+            attempt: AttemptId(5),
+            ended: Ended {
+                exit: Some(143),
+                ..Ended::default()
+            },
+        },
+    );
+    let u = updates(&a);
+    assert_eq!(u[0].1, AttemptState::Disconnected);
+    assert!(u[0].2.contains("--stop-after-disconnect"), "{}", u[0].2);
+}
+
+#[test]
+fn a_restarted_agent_counts_the_silence_from_before_it_started() {
+    let mut c = core();
+    c.heard_ago(2_500);
+    let a = c.handle(
+        0,
+        Event::Recovered(vec![Found {
+            attempt: AttemptId(9),
+            meta: Some(Meta {
+                task: TaskId(90),
+                resources: Resources::ZERO,
+                driver: DriverKind::Process,
+            }),
+            ended: Ended::default(),
+            stopped: false,
+            timed_out: false,
+            cancelled: false,
+            limit: None,
+            disconnect_ms: Some(3_000),
+            disconnected: false,
+        }]),
+    );
+    assert!(matches!(a[..], [Action::Reattach { .. }]), "{a:?}");
+    c.handle(
+        0,
+        Event::Reattached {
+            attempt: AttemptId(9),
+            outcome: Reattach::Running,
+        },
+    );
+    assert!(signals(&c.handle(400, Event::Tick)).is_empty());
+    let a = c.handle(501, Event::Tick);
+    assert!(a.contains(&Action::MarkDisconnected {
+        attempt: AttemptId(9)
+    }));
+}
+
+/// Without `--stop-after-disconnect`, no silence ever stops a task.
+#[test]
+fn a_plain_task_runs_through_any_silence() {
+    let mut c = open_core();
+    start(&mut c, 0, 6, 1000);
+    assert!(signals(&c.handle(10_000_000, Event::Tick)).is_empty());
 }
