@@ -409,6 +409,10 @@ impl World {
             if self.rng.chance(50) {
                 spec.timeout_ms = Some(self.rng.range(200, 5_000));
             }
+            // Some are at most once: never two attempts at the same time.
+            if self.rng.chance(150) {
+                spec.stop_after_disconnect_ms = Some(self.rng.range(1_000, 6_000));
+            }
             let mut fx = Effects::default();
             let st = self.state.as_mut().unwrap();
             if let Ok(id) = st.submit(spec, false, now, &mut fx)
@@ -610,15 +614,28 @@ impl World {
             // `unknown` at the master: its worker was declared down and has
             // not yet come back to have it stopped. (While the master itself
             // is down, its last word counts.)
-            let excused = |a: &AttemptId| match &self.state {
-                Some(st) => st
-                    .attempt(*a)
-                    .is_some_and(|r| r.state == berth_core::AttemptState::Unknown),
-                None => self.orphaned.contains(a),
+            // An at-most-once task never runs twice at the same time.
+            let at_most_once = self.state.as_ref().is_some_and(|st| {
+                st.task(task)
+                    .is_some_and(|t| t.spec.stop_after_disconnect_ms.is_some())
+            });
+            let excused = |a: &AttemptId| {
+                !at_most_once
+                    && match &self.state {
+                        Some(st) => st
+                            .attempt(*a)
+                            .is_some_and(|r| r.state == berth_core::AttemptState::Unknown),
+                        None => self.orphaned.contains(a),
+                    }
             };
             if let Some((aid, w)) = older.iter().find(|(a, _)| !excused(a)) {
                 return Err(self.fail(format!(
-                    "task {task} runs attempts {r:?} at once, though the master does not show w{w}'s {aid} as unknown"
+                    "task {task} runs attempts {r:?} at once, though {}",
+                    if at_most_once {
+                        "it is at most once (--stop-after-disconnect)".to_string()
+                    } else {
+                        format!("the master does not show w{w}'s {aid} as unknown")
+                    }
                 )));
             }
         }
