@@ -425,9 +425,15 @@ impl AttemptDir {
         self.meta_line("pid")?.parse().ok()
     }
 
-    /// The attempt's cgroup, if it has one.
+    /// The attempt's cgroup, if it has one — and only if it is this data
+    /// dir's (`berth/NODE-HASH/ID`, HASH from this folder's data dir): a
+    /// copied folder never leads an agent to another agent's processes.
     pub fn cgroup(&self) -> Option<PathBuf> {
-        self.meta_line("cgroup").map(PathBuf::from)
+        let path = PathBuf::from(self.meta_line("cgroup")?);
+        let data_dir = self.path.parent()?.parent()?;
+        let suffix = format!("-{}", crate::cgroup::dir_hash(data_dir));
+        let owner = path.parent()?.file_name()?.to_str()?;
+        owner.ends_with(&suffix).then_some(path)
     }
 
     /// The status the supervisor noted (`rc N` in `meta`) once the

@@ -49,11 +49,11 @@ impl Containment {
     /// Find the best mechanism this host allows for node `node_id`, trying
     /// each candidate for real. Never fails: the process group is always
     /// there.
-    pub fn detect(node_id: &str) -> Containment {
+    pub fn detect(agent_key: &str) -> Containment {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         for (version, own_dir) in candidates(&own, &mounts) {
-            let base = own_dir.join("berth").join(safe_name(node_id));
+            let base = own_dir.join("berth").join(safe_name(agent_key));
             match probe(&base) {
                 Ok(()) => return Containment::Cgroup { version, base },
                 Err(e) => tracing::debug!(
@@ -160,6 +160,24 @@ pub fn candidates(proc_self_cgroup: &str, mounts: &str) -> Vec<(CgroupVersion, P
         }
     }
     out
+}
+
+/// The name of this agent's folder of attempt cgroups: its node id and a
+/// short hash of its data dir. A copy of the data dir (same node id, other
+/// path) thus never touches the original's cgroups, whatever its copied
+/// `meta` files say (see `AttemptDir::cgroup`).
+pub fn agent_key(node_id: &str, data_dir: &Path) -> String {
+    format!("{}-{}", safe_name(node_id), dir_hash(data_dir))
+}
+
+/// FNV-1a of the path's bytes, as 8 hex digits.
+pub fn dir_hash(data_dir: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", h as u32)
 }
 
 fn safe_name(s: &str) -> String {

@@ -187,7 +187,8 @@ pub async fn run(
     }
     let mut det = detect(&config)?;
     let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-    let containment = cgroup::Containment::detect(&det.node_id);
+    let containment =
+        cgroup::Containment::detect(&cgroup::agent_key(&det.node_id, &config.data_dir));
     tracing::info!(
         mechanism = %containment.describe(),
         "process tasks end with their whole process tree"

@@ -417,13 +417,22 @@ mod tests {
         }
     }
 
+    /// The cgroup folder name of a test: its attempt folders live in
+    /// temporary folders, whose parent stands for the data dir.
+    fn test_key(name: &str) -> String {
+        crate::cgroup::agent_key(
+            &format!("test-{name}-{}", std::process::id()),
+            &std::env::temp_dir(),
+        )
+    }
+
     /// A cgroup containment of our own for a test, if this host allows
     /// one; removed with the guard.
     struct TestCgroup(Containment);
 
     impl TestCgroup {
         fn new(name: &str) -> Option<TestCgroup> {
-            match Containment::detect(&format!("test-{name}-{}", std::process::id())) {
+            match Containment::detect(&test_key(name)) {
                 c @ Containment::Cgroup { .. } => Some(TestCgroup(c)),
                 Containment::ProcessGroup => None,
             }
@@ -431,7 +440,7 @@ mod tests {
 
         /// One for every cgroup hierarchy this host lets us use.
         fn each(name: &str) -> Vec<TestCgroup> {
-            Containment::all_usable(&format!("test-{name}-{}", std::process::id()))
+            Containment::all_usable(&test_key(name))
                 .into_iter()
                 .map(TestCgroup)
                 .collect()
