@@ -446,6 +446,12 @@ pub fn reapable(
         return None;
     }
     let label = |k: &str| labels.get(k).map(String::as_str);
+    // Another data dir under the same node id: a copy of this worker's
+    // data dir runs beside it (the master refuses one of them); neither
+    // touches the other's containers.
+    if label(LABEL_WORKER_DIR).is_some_and(|d| d != me.data_dir.as_str()) {
+        return None;
+    }
     if label(LABEL_WORKER) == Some(me.node_id.as_str()) {
         return Some("labelled for this worker, but no attempt of it runs here");
     }
@@ -1027,6 +1033,16 @@ mod tests {
             .is_none()
         );
         assert!(reapable(&HashMap::new(), &me, &keep).is_none());
+        // This node id from another data dir: a copy of this worker's
+        // data dir; neither touches the other's containers.
+        assert!(
+            reapable(
+                &labels("node-1", Some("Copy"), Some("/copy"), "4"),
+                &me,
+                &keep
+            )
+            .is_none()
+        );
     }
 
     #[test]
