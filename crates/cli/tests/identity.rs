@@ -46,12 +46,19 @@ async fn a_cloned_data_dir_is_refused_and_the_original_keeps_its_task() {
             .contains("is already used by ready worker 'Wren'")
             .then_some(())
     });
-    assert!(refused.is_some(), "the clone is refused:\n{}", c.log("Copy"));
+    assert!(
+        refused.is_some(),
+        "the clone is refused:\n{}",
+        c.log("Copy")
+    );
     // Several seconds of the clone retrying change nothing for Wren.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ws = workers(&mut client).await;
     assert_eq!(ws.len(), 1, "{ws:?}");
-    assert_eq!((ws[0].name.as_str(), ws[0].state.as_str()), ("Wren", "ready"));
+    assert_eq!(
+        (ws[0].name.as_str(), ws[0].state.as_str()),
+        ("Wren", "ready")
+    );
     let t = task(&mut client, id).await;
     assert_eq!(t.attempts.len(), 1, "{t:?}");
     assert_eq!(t.attempts[0].state, "running", "{t:?}");
