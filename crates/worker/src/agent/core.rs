@@ -129,7 +129,9 @@ pub enum Reattach {
     NoDriver,
 }
 
-/// What happens to the agent.
+/// What happens to the agent. An event lives for one step, so the size of
+/// a start order's spec is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The attempt folders found at start (first, once).
