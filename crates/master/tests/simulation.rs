@@ -1,7 +1,7 @@
 //! Deterministic simulation of the master state and many workers over a
 //! faulty network (see `sim/mod.rs`).
 //!
-//! * `cargo test -p berth-master --test simulation` runs seeds 0..1000
+//! * `cargo test -p berth-master --test simulation` runs seeds 0..2000
 //!   (`BERTH_SIM_SEEDS=N` for another count, `BERTH_SIM_FIRST=K` to start
 //!   elsewhere).
 //! * `BERTH_SIM_SEED=N` replays one seed; a failure prints the seed, this
@@ -21,7 +21,7 @@ fn simulated_cluster_keeps_its_invariants_under_faults() {
         Some(s) => vec![s],
         None => {
             let first = env_u64("BERTH_SIM_FIRST").unwrap_or(0);
-            let n = env_u64("BERTH_SIM_SEEDS").unwrap_or(1_000);
+            let n = env_u64("BERTH_SIM_SEEDS").unwrap_or(2_000);
             (first..first + n).collect()
         }
     };

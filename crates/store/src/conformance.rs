@@ -136,7 +136,8 @@ pub fn remove_worker<S: Store>(mut s: S) {
     assert_eq!(snap.workers, vec![sample_worker("b")]);
 }
 
-/// `live_attempts` returns exactly the resource-holding attempts.
+/// `live_attempts` returns exactly the resource-holding attempts (live and
+/// unknown ones).
 pub fn live_attempts_are_the_holding_ones<S: Store>(mut s: S) {
     let mut writes = vec![Write::Task(sample_task(1))];
     for (i, st) in AttemptState::ALL.iter().enumerate() {
@@ -151,7 +152,8 @@ pub fn live_attempts_are_the_holding_ones<S: Store>(mut s: S) {
         vec![
             AttemptState::Assigned,
             AttemptState::Running,
-            AttemptState::Stopping
+            AttemptState::Stopping,
+            AttemptState::Unknown
         ]
     );
 }
