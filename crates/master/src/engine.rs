@@ -486,10 +486,8 @@ impl<S: Store> Engine<S> {
     /// the first is alive; an agent reconnecting after its old stream went
     /// quiet (a restart, a cut) takes the session over.
     fn live_session_of(&self, id: &WorkerId, now: Millis, interval_ms: u64) -> Option<String> {
-        self.sessions.get(id)?;
-        let w = self.state.worker(id).filter(|w| w.state.is_up())?;
-        let quiet = now - w.last_seen_ms;
-        (quiet <= 2 * interval_ms as Millis + 500).then(|| w.name.clone())
+        let connected = self.sessions.contains_key(id);
+        self.state.live_holder(id, connected, now, interval_ms)
     }
 
     fn set_session(&mut self, worker: WorkerId, session: Session) {

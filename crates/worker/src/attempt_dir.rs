@@ -18,10 +18,12 @@
 //! | `work/`   | task        | the task's working directory                   |
 //! | `output/` | task        | `$BERTH_OUTPUT_DIR`                            |
 //!
-//! Every file an outcome is read from (`meta`, `exit`, `failed`, `lost`,
-//! `stopped`, `limit`, `timed_out`) and every tombstone is fsynced (with
-//! its folder entry) before the agent acts on it, so what was reported to
-//! the master is what a restart after a machine crash reads again.
+//! Every file an outcome is read from (`exit`, `failed`, `lost`,
+//! `stopped`, `limit`, `timed_out`, `disconnected`) is fsynced (with its
+//! folder entry) before the agent acts on it, so what was reported to the
+//! master is what a restart after a machine crash reads again. `meta` is
+//! not (see [`AttemptDir::create`]); tombstones are fsynced once per agent
+//! tick ([`Tombstones::sync`]).
 //!
 //! An attempt whose folder exists is held by this worker; once the master
 //! has acknowledged its final result the folder is emptied and kept as a
@@ -48,6 +50,8 @@ pub struct Tombstones {
     path: PathBuf,
     file: fs::File,
     ids: std::collections::HashSet<AttemptId>,
+    /// Lines written and not yet fsynced.
+    unsynced: bool,
 }
 
 impl Tombstones {
@@ -74,7 +78,12 @@ impl Tombstones {
         }
         write_atomic(&path, &kept)?;
         let file = fs::OpenOptions::new().append(true).open(&path)?;
-        Ok(Tombstones { path, file, ids })
+        Ok(Tombstones {
+            path,
+            file,
+            ids,
+            unsynced: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -95,10 +104,22 @@ impl Tombstones {
         if self.ids.contains(&id) {
             return Ok(());
         }
-        // Durable before it counts: the caller forgets the attempt next.
+        // Written at once, made durable by [`Tombstones::sync`] once per
+        // agent tick, so a burst of acks costs one fsync. Safe: a duplicate
+        // start can only come from a message in flight, and none survives
+        // the machine crash that would lose an unsynced line.
         writeln!(self.file, "{} {}", id.0, epoch_ms())?;
-        self.file.sync_data()?;
         self.ids.insert(id);
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Make the tombstones written since the last call durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
         Ok(())
     }
 }
@@ -304,9 +325,14 @@ impl AttemptDir {
         let r = meta.resources;
         // Written in place (a spare folder's `meta` is reused; a crash
         // mid-write leaves a folder without valid meta, which is removed at
-        // the next start before anything ran in it), then made durable with
-        // the folder's entries and the folder's own entry in the root.
-        write_durable(
+        // the next start before anything ran in it). Not fsynced, on
+        // purpose: an agent crash keeps the page cache, so a restarted
+        // agent finds it; a machine crash kills the task too, and a `meta`
+        // lost with it makes the attempt absent from the hello — `lost`,
+        // and retried — which is the truth, where a durable `meta` without
+        // an exit would be reported failed. (Three fsyncs per start on the
+        // agent's loop cost most of its throughput.)
+        fs::write(
             &self.path.join("meta"),
             &format!(
                 "{} {} {} {} {} {}\n",
@@ -319,8 +345,7 @@ impl AttemptDir {
             ),
         )?;
         fs::File::create(self.log())?;
-        sync_dir(&self.path)?;
-        sync_parent(&self.path)
+        Ok(())
     }
 
     /// The recorded meta. Folders written before drivers were recorded

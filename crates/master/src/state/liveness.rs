@@ -78,6 +78,27 @@ impl State {
         }
     }
 
+    /// Who holds node id `id` in a live session, if anyone: a worker that
+    /// is up, `connected` (its session is open) and heard from within two
+    /// heartbeat intervals. A hello under that id from another session — a
+    /// copy of its data dir, or a hello that took longer to arrive than
+    /// the session that followed it — is refused while it does; an agent
+    /// reconnecting after its old session went quiet takes over.
+    pub fn live_holder(
+        &self,
+        id: &WorkerId,
+        connected: bool,
+        now: Millis,
+        heartbeat_interval_ms: u64,
+    ) -> Option<String> {
+        if !connected {
+            return None;
+        }
+        let w = self.workers.get(id).filter(|w| w.state.is_up())?;
+        let quiet = now - w.last_seen_ms;
+        (quiet <= 2 * heartbeat_interval_ms as Millis + 500).then(|| w.name.clone())
+    }
+
     /// A sign of life other than a heartbeat (stream traffic).
     pub fn touch(&mut self, worker: &WorkerId, now: Millis) {
         if let Some(w) = self.workers.get_mut(worker)

@@ -252,7 +252,18 @@ impl World {
                     stop_grace_ms: 0,
                 };
                 let reported = running(&h.held);
-                match st.hello(h, now, &mut fx) {
+                // The engine's rule, from the product: a hello under a node
+                // id whose session is open and alive is refused.
+                let connected = self.sessions.contains_key(&worker);
+                let holder = st.live_holder(&h.id, connected, now, worker::HEARTBEAT_MS);
+                let r = match holder {
+                    Some(name) => Err(berth_master::state::ReportError::NodeIdInUse(
+                        h.id.clone(),
+                        name,
+                    )),
+                    None => st.hello(h, now, &mut fx),
+                };
+                match r {
                     Ok(()) => {
                         self.sessions.insert(worker, session);
                         self.last_held.insert(worker, (session, reported));

@@ -481,6 +481,9 @@ impl Agent {
         }
         let running: BTreeSet<AttemptId> = self.core.running().map(|(id, _)| id).collect();
         self.drivers.housekeeping(&running);
+        if let Err(e) = self.done.sync() {
+            tracing::warn!(error = %e, "could not make the tombstones durable");
+        }
         self.feed(Event::Tick);
     }
 
