@@ -333,8 +333,8 @@ impl AttemptDir {
         // an exit would be reported failed. (Three fsyncs per start on the
         // agent's loop cost most of its throughput.)
         fs::write(
-            &self.path.join("meta"),
-            &format!(
+            self.path.join("meta"),
+            format!(
                 "{} {} {} {} {} {}\n",
                 meta.task.0,
                 r.cpu_millis,
