@@ -20,20 +20,20 @@ impl State {
     pub fn eligible_at(&self, task: TaskId) -> Millis {
         let mut lost = 0u32;
         let mut last_end = Millis::MIN;
+        // An at-most-once task waits until its unknown attempt has surely
+        // been stopped by its worker.
+        let mut lease = Millis::MIN;
+        let leases = !self.leases.is_empty();
         for a in self.attempts_of(task) {
             if a.state.is_gone() {
                 lost += 1;
                 let end = a.ended_ms.or(a.started_ms).unwrap_or(a.created_ms);
                 last_end = last_end.max(end);
             }
+            if leases && let Some(until) = self.leases.get(&a.id) {
+                lease = lease.max(*until);
+            }
         }
-        // An at-most-once task waits until its unknown attempt has surely
-        // been stopped by its worker.
-        let lease = self
-            .attempts_of(task)
-            .filter_map(|a| self.leases.get(&a.id).copied())
-            .max()
-            .unwrap_or(Millis::MIN);
         if lost < 2 {
             return lease;
         }
