@@ -275,9 +275,10 @@ async fn dispatch_runs_on_the_named_worker_and_refuses_unknown_names() {
 
     let d = dispatch_cli(&c, "B", &["--", "true"]);
     let w = submit_cli(&c, &["--worker", "B", "--", "true"]);
-    let free = submit_cli(&c, &["--", "true"]);
     assert_eq!(worker_of(&succeeded(&mut client, d).await), "B");
     assert_eq!(worker_of(&succeeded(&mut client, w).await), "B");
+    // Once those have ended (while they run, B's free CPU ties with A's).
+    let free = submit_cli(&c, &["--", "true"]);
     assert_eq!(worker_of(&succeeded(&mut client, free).await), "A");
     let shown = c.berth_ok(&["task", "show", &d.to_string()]);
     assert!(

@@ -850,28 +850,14 @@ impl AgentCore {
                         "no word from the master for longer than the task's --stop-after-disconnect; stopping it"
                     );
                     e.disconnected = true;
-                    e.phase = Phase::Running(Stopping::Term {
-                        kill_at: now.saturating_add(grace),
-                    });
-                    out.push(Action::MarkDisconnected { attempt: *id });
-                    out.push(Action::Signal {
-                        attempt: *id,
-                        driver: e.meta.driver,
-                        signal: Signal::Term,
-                    });
+                    let mark = Action::MarkDisconnected { attempt: *id };
+                    begin_stop(*id, e, now.saturating_add(grace), mark, out);
                 }
                 Stopping::No if e.limit.is_some_and(|l| now >= l.deadline) => {
                     tracing::info!(attempt = %id, "time limit reached; stopping attempt");
                     e.timed_out = true;
-                    e.phase = Phase::Running(Stopping::Term {
-                        kill_at: now.saturating_add(grace),
-                    });
-                    out.push(Action::MarkTimedOut { attempt: *id });
-                    out.push(Action::Signal {
-                        attempt: *id,
-                        driver: e.meta.driver,
-                        signal: Signal::Term,
-                    });
+                    let mark = Action::MarkTimedOut { attempt: *id };
+                    begin_stop(*id, e, now.saturating_add(grace), mark, out);
                 }
                 Stopping::Term { kill_at } if now >= kill_at => {
                     tracing::warn!(attempt = %id, "grace period over; forcing it to stop");
@@ -961,6 +947,18 @@ impl AgentCore {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
+
+/// Stop a running attempt on the agent's own decision: record why in its
+/// folder (`mark`), SIGTERM it, SIGKILL at `kill_at`.
+fn begin_stop(id: AttemptId, e: &mut Entry, kill_at: Millis, mark: Action, out: &mut Vec<Action>) {
+    e.phase = Phase::Running(Stopping::Term { kill_at });
+    out.push(mark);
+    out.push(Action::Signal {
+        attempt: id,
+        driver: e.meta.driver,
+        signal: Signal::Term,
+    });
 }
 
 fn running_report(id: AttemptId) -> HeldReport {
