@@ -7,7 +7,7 @@
 //! once (the harness checks every task was placed).
 
 use crate::stats::{percentile_ms, r3};
-use berth_core::{Resources, TaskSpec, TaskState, WorkerId};
+use berth_core::{Resources, TaskSpec, TaskState};
 use berth_master::engine::{self, Command};
 use berth_master::state::{State, StateConfig, WorkerHello};
 use berth_store::SqliteStore;
@@ -47,23 +47,14 @@ pub async fn run(dir: &Path, workers: usize, tasks: usize) -> Result<serde_json:
     for i in 0..workers {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         drop(rx); // nothing runs; the engine drops this session's messages
-        let hello = WorkerHello {
-            id: WorkerId(format!("sim-{i:05}")),
-            name: format!("sim-{i:05}"),
-            total: Resources {
-                cpu_millis: per_worker_cpu,
-                memory_bytes: (per_worker_cpu / 100) << 30,
-                storage_bytes: 0,
-                gpus: 0,
-            },
-            drivers: vec!["process".into()],
-            gpus: vec![],
-            held: vec![],
-            draining: false,
-            labels: vec![],
-            max_attempt_id: 0,
-            stop_grace_ms: 0,
+        let name = format!("sim-{i:05}");
+        let total = Resources {
+            cpu_millis: per_worker_cpu,
+            memory_bytes: (per_worker_cpu / 100) << 30,
+            storage_bytes: 0,
+            gpus: 0,
         };
+        let hello = WorkerHello::process_only(&name, &name, total);
         let h = handle.clone();
         pending.push(tokio::spawn(async move {
             h.call(|reply| Command::Hello {

@@ -801,22 +801,12 @@ mod tests {
         let store = Arc::new(Mutex::new(MemStore::new()));
         let e = start(&store);
         let (tx, mut rx) = tmpsc::unbounded_channel();
-        let hello = WorkerHello {
-            id: WorkerId("w1".into()),
-            name: "w1".into(),
-            total: Resources {
-                cpu_millis: 4_000,
-                memory_bytes: 1 << 30,
-                ..Resources::ZERO
-            },
-            drivers: vec!["process".into()],
-            gpus: vec![],
-            held: vec![],
-            draining: false,
-            labels: vec![],
-            max_attempt_id: 0,
-            stop_grace_ms: 0,
+        let total = Resources {
+            cpu_millis: 4_000,
+            memory_bytes: 1 << 30,
+            ..Resources::ZERO
         };
+        let hello = WorkerHello::process_only("w1", "w1", total);
         e.call(|reply| Command::Hello {
             hello,
             session: 1,
@@ -859,22 +849,12 @@ mod tests {
     async fn a_second_agent_with_a_live_node_id_is_refused() {
         let store = Arc::new(Mutex::new(MemStore::new()));
         let e = start(&store);
-        let hello = |name: &str| WorkerHello {
-            id: WorkerId("node-1".into()),
-            name: name.into(),
-            total: Resources {
-                cpu_millis: 1_000,
-                memory_bytes: 1 << 30,
-                ..Resources::ZERO
-            },
-            drivers: vec!["process".into()],
-            gpus: vec![],
-            held: vec![],
-            draining: false,
-            labels: vec![],
-            max_attempt_id: 0,
-            stop_grace_ms: 0,
+        let total = Resources {
+            cpu_millis: 1_000,
+            memory_bytes: 1 << 30,
+            ..Resources::ZERO
         };
+        let hello = |name: &str| WorkerHello::process_only("node-1", name, total);
         let (tx1, _rx1) = tmpsc::unbounded_channel();
         let first = hello("w1");
         e.call(|reply| Command::Hello {

@@ -122,7 +122,7 @@ pub fn workers(s: &State) -> Vec<v1::Worker> {
 mod tests {
     use super::*;
     use crate::state::{Effects, StateConfig, WorkerHello};
-    use berth_core::{Resources, TaskSpec, WorkerId};
+    use berth_core::{Resources, TaskSpec};
 
     #[test]
     fn a_list_explains_the_first_queued_tasks_and_points_at_show_for_the_rest() {
@@ -133,23 +133,8 @@ mod tests {
             memory_bytes: 1 << 30,
             ..Resources::ZERO
         };
-        s.hello(
-            WorkerHello {
-                id: WorkerId("w".into()),
-                name: "w".into(),
-                total,
-                drivers: vec!["process".into()],
-                gpus: vec![],
-                held: vec![],
-                draining: false,
-                labels: vec![],
-                max_attempt_id: 0,
-                stop_grace_ms: 0,
-            },
-            0,
-            &mut fx,
-        )
-        .unwrap();
+        s.hello(WorkerHello::process_only("w", "w", total), 0, &mut fx)
+            .unwrap();
         let n = EXPLAINED_PER_LIST + 5;
         for _ in 0..=n {
             s.submit(

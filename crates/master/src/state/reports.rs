@@ -30,6 +30,25 @@ pub struct WorkerHello {
     pub stop_grace_ms: u64,
 }
 
+impl WorkerHello {
+    /// A hello from an agent with the process driver only, holding nothing
+    /// (simulated workers in benchmarks and tests).
+    pub fn process_only(id: &str, name: &str, total: Resources) -> WorkerHello {
+        WorkerHello {
+            id: WorkerId(id.into()),
+            name: name.into(),
+            total,
+            drivers: vec!["process".into()],
+            gpus: vec![],
+            held: vec![],
+            draining: false,
+            labels: vec![],
+            max_attempt_id: 0,
+            stop_grace_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
     #[error("worker name '{0}' is already used by ready worker {1}; pick another --name")]

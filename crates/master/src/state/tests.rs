@@ -21,23 +21,13 @@ fn spec(cpu_millis: u64, mem: u64) -> TaskSpec {
 }
 
 fn hello(id: &str, cpu_millis: u64) -> WorkerHello {
-    WorkerHello {
-        id: WorkerId(id.into()),
-        name: id.into(),
-        total: Resources {
-            cpu_millis,
-            memory_bytes: 8 * GIB,
-            storage_bytes: 0,
-            gpus: 0,
-        },
-        drivers: vec!["process".into()],
-        gpus: vec![],
-        held: vec![],
-        draining: false,
-        labels: vec![],
-        max_attempt_id: 0,
-        stop_grace_ms: 0,
-    }
+    let total = Resources {
+        cpu_millis,
+        memory_bytes: 8 * GIB,
+        storage_bytes: 0,
+        gpus: 0,
+    };
+    WorkerHello::process_only(id, id, total)
 }
 
 fn report(

@@ -240,16 +240,12 @@ impl World {
                 held,
             } => {
                 let h = WorkerHello {
-                    id: worker_id(worker),
-                    name: format!("w{worker}"),
-                    total: worker_total(worker),
-                    drivers: vec!["process".into()],
-                    gpus: vec![],
                     held,
-                    draining: false,
-                    labels: vec![],
-                    max_attempt_id: 0,
-                    stop_grace_ms: 0,
+                    ..WorkerHello::process_only(
+                        &worker_id(worker).0,
+                        &format!("w{worker}"),
+                        worker_total(worker),
+                    )
                 };
                 let reported = running(&h.held);
                 // The engine's rule, from the product: a hello under a node
