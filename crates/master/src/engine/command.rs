@@ -93,6 +93,4 @@ pub enum AdminOp {
     Register,
 }
 
-/// The handle the services use to talk to the engine.
-
 pub(super) type ReconcileReply = ReplyTo<Result<ReconcileReport, String>>;
