@@ -6,7 +6,8 @@
 //!   elsewhere).
 //! * `BERTH_SIM_SEED=N` replays one seed; a failure prints the seed, this
 //!   command, and the last events (`BERTH_SIM_VERBOSE=1` prints every
-//!   message).
+//!   message and, after each engine step, the live attempts;
+//!   `BERTH_SIM_WATCH=ID` adds attempt ID once it has ended).
 //! * `BERTH_SIM_KEEP_GOING=1` runs every seed and lists all failures.
 
 mod sim;
@@ -45,6 +46,10 @@ fn simulated_cluster_keeps_its_invariants_under_faults() {
                 total.stopped_before_start += s.stopped_before_start;
                 total.agreement_checks += s.agreement_checks;
                 total.commit_failures += s.commit_failures;
+                total.batches += s.batches;
+                total.master_stalls += s.master_stalls;
+                total.clock_steps += s.clock_steps;
+                total.capacity_lowered += s.capacity_lowered;
             }
             Err(e) if keep_going => failures.push(e.lines().next().unwrap_or("").to_string()),
             Err(e) => panic!("{e}"),

@@ -157,13 +157,14 @@ impl WorkerLink for WorkerLinkService {
                 reply,
             })
             .await?
-            .map_err(|e| match e {
+            .map_err(|e: ReportError| {
                 // Held for now by a live agent (or a name whose old holder
                 // has not yet timed out): worth retrying, the agent does.
-                ReportError::NameInUse(..) | ReportError::NodeIdInUse(..) => {
+                if e.is_retryable() {
                     Status::aborted(e.to_string())
+                } else {
+                    Status::failed_precondition(e.to_string())
                 }
-                e => Status::failed_precondition(e.to_string()),
             })?;
 
         let engine = self.engine.clone();

@@ -74,7 +74,9 @@ impl State {
             w.last_seen_ms += delta_ms;
         }
         for until in self.leases.values_mut() {
-            *until += delta_ms;
+            if *until != super::reports::UNTIL_IT_ENDS {
+                *until += delta_ms;
+            }
         }
     }
 

@@ -253,6 +253,9 @@ impl State {
         s.attempts = snap.attempts.into_iter().map(|a| (a.id, a)).collect();
         let ids: Vec<WorkerId> = s.workers.keys().cloned().collect();
         for id in ids {
+            // A worker whose recorded total is below what its attempts
+            // hold (it came back smaller) is overcommitted again.
+            s.check_capacity(&id);
             s.refresh_worker(&id);
         }
         s

@@ -46,6 +46,9 @@ impl State {
         match self.tasks.get(&task) {
             Some(t) if self.queue.contains(&task) => {
                 let at = self.eligible_at(task);
+                if at == super::reports::UNTIL_IT_ENDS {
+                    return "waiting for its earlier attempt to stop: its worker was unreachable and still runs it (--stop-after-disconnect)".into();
+                }
                 if at > now {
                     return format!(
                         "retrying after lost attempts; eligible again in {:.1}s",

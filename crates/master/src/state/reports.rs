@@ -71,6 +71,22 @@ pub enum ReportError {
     NodeIdInUse(WorkerId, String),
 }
 
+/// A disconnect lease disproven by the worker: the attempt runs until the
+/// worker reports it ended.
+pub(crate) const UNTIL_IT_ENDS: Millis = Millis::MAX;
+
+impl ReportError {
+    /// Worth trying again later: the name or node id is held by a session
+    /// that may yet go away (the agent retries with jitter). Anything else
+    /// ends the agent with the reason.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ReportError::NameInUse(..) | ReportError::NodeIdInUse(..)
+        )
+    }
+}
+
 impl State {
     /// Register (or re-register) a worker and reconcile what it holds.
     pub fn hello(
@@ -122,12 +138,56 @@ impl State {
                 .insert(h.id.clone(), h.stop_grace_ms as Millis);
         }
         self.write_worker(&h.id, fx);
-        self.attempt_ids_seen(&h.id, h.max_attempt_id, now, fx);
+        self.attempt_ids_seen(&h.id, h.max_attempt_id, &h.held, now, fx);
         self.reality_check(&h.id, &h.held, true, now, fx);
+        self.withdraw_starts_beyond_capacity(&h.id, &h.held, now, fx);
         self.check_capacity(&h.id);
         self.refresh_worker(&h.id);
         self.dirty = true;
         Ok(())
+    }
+
+    /// A worker back with less capacity than was placed on it: the starts
+    /// it does not hold yet (assigned, not in its hello) are withdrawn,
+    /// newest first, until what it holds fits its new total, so it is never
+    /// sent a start its admission must refuse; their tasks are placed again.
+    /// What it runs stays (and the worker is flagged overcommitted).
+    fn withdraw_starts_beyond_capacity(
+        &mut self,
+        worker: &WorkerId,
+        held: &[HeldReport],
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let Some(total) = self.workers.get(worker).map(|w| w.total) else {
+            return;
+        };
+        if self.ledger.allocated(worker).le(&total) {
+            return;
+        }
+        let mut unstarted: Vec<AttemptId> = self
+            .ledger
+            .attempts_on(worker)
+            .filter(|a| self.attempts[a].state == AttemptState::Assigned)
+            .filter(|a| !held.iter().any(|h| h.attempt_id == *a))
+            .collect();
+        unstarted.sort_unstable();
+        let mut withdrawn = BTreeSet::new();
+        while !self.ledger.allocated(worker).le(&total) {
+            let Some(aid) = unstarted.pop() else { break };
+            self.finish_attempt(
+                aid,
+                AttemptState::Lost,
+                None,
+                "its worker came back with less capacity than was placed on it; the start was withdrawn and the task placed again".into(),
+                now,
+                fx,
+            );
+            withdrawn.insert(aid);
+        }
+        fx.outbound.retain(
+            |o| !matches!(o, Outbound::Start { attempt, .. } if withdrawn.contains(attempt)),
+        );
     }
 
     /// Never reuse an attempt id a worker has seen: after the master's
@@ -135,11 +195,13 @@ impl State {
     /// would be matched to the worker's tombstones or old attempts. Ids
     /// continue past the worker's highest, and an attempt placed here
     /// (while it was away) under an id it has already seen is withdrawn and
-    /// its task placed again under a new one.
+    /// its task placed again under a new one — unless the worker holds it:
+    /// then its start arrived and only the word that it runs was lost.
     fn attempt_ids_seen(
         &mut self,
         worker: &WorkerId,
         max_seen: u64,
+        held: &[HeldReport],
         now: Millis,
         fx: &mut Effects,
     ) {
@@ -152,6 +214,7 @@ impl State {
             .attempts_on(worker)
             .filter(|a| a.0 <= max_seen && self.attempts[a].state == AttemptState::Assigned)
             .filter(|a| self.attempts[a].started_ms.is_none())
+            .filter(|a| !held.iter().any(|h| h.attempt_id == *a))
             .collect();
         for aid in clashing {
             // Its start may have been taken for a duplicate: it never ran.
@@ -383,6 +446,13 @@ impl State {
                 self.finish_attempt(h.attempt_id, s, h.exit_code, reason, now, fx);
             }
             (AttemptState::Unknown, _) => {
+                // Still running: whatever the lease of an at-most-once
+                // attempt assumed (that its worker stopped it), it did not
+                // (its agent was down, not cut off). It ends when the
+                // worker says so, never by the clock, and its task waits.
+                if let Some(until) = self.leases.get_mut(&h.attempt_id) {
+                    *until = UNTIL_IT_ENDS;
+                }
                 fx.outbound.push(Outbound::Stop {
                     worker: worker.clone(),
                     attempt: h.attempt_id,

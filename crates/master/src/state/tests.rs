@@ -413,6 +413,172 @@ fn an_at_most_once_task_is_replaced_only_after_its_worker_has_surely_stopped_it(
     s.check_invariants().unwrap();
 }
 
+/// Simulation seed 68: an at-most-once task whose worker's agent was dead
+/// (not cut off) runs on past its lease; when the worker comes back still
+/// running it, the lease is disproven and must not end the attempt.
+#[test]
+fn a_lease_disproven_by_the_returning_worker_never_replaces_a_running_attempt() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("a", 4_000), 0, &mut fx).unwrap();
+    let mut sp = spec(1_000, 0);
+    sp.stop_after_disconnect_ms = Some(2_000);
+    let t = s.submit(sp, false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let first = s.live_attempt(t).unwrap().clone();
+    report(&mut s, first.id, AttemptState::Running, None, 10, &mut fx);
+    s.tick(6_500, &mut fx);
+    assert_eq!(s.attempt(first.id).unwrap().state, AttemptState::Unknown);
+    // Back before the lease ends, still running it.
+    s.hello(
+        WorkerHello {
+            held: vec![held(&first, AttemptState::Running, None)],
+            ..hello("a", 4_000)
+        },
+        7_000,
+        &mut fx,
+    )
+    .unwrap();
+    s.hello(hello("b", 4_000), 7_000, &mut fx).unwrap();
+    for now in [20_000, 60_000] {
+        let still = [held(&first, AttemptState::Running, None)];
+        s.heartbeat(&WorkerId("a".into()), &still, false, now, &mut fx)
+            .unwrap();
+        s.heartbeat(&WorkerId("b".into()), &[], false, now, &mut fx)
+            .unwrap();
+        s.tick(now, &mut fx);
+        s.schedule(now, &mut fx);
+        assert_ne!(
+            s.attempt(first.id).unwrap().state,
+            AttemptState::Disconnected,
+            "the clock never decides it stopped"
+        );
+        assert!(
+            s.attempts_of(t)
+                .all(|a| a.id == first.id || !a.state.holds_resources()),
+            "no second attempt while the first may run"
+        );
+    }
+    assert!(
+        s.wait_reason_at(t, 60_000)
+            .contains("earlier attempt to stop"),
+        "{}",
+        s.wait_reason_at(t, 60_000)
+    );
+    // It stops at last: the task is placed again.
+    s.report(
+        &WorkerId("a".into()),
+        9,
+        &held(&first, AttemptState::Cancelled, Some(143)),
+        61_000,
+        &mut fx,
+    );
+    s.heartbeat(&WorkerId("b".into()), &[], false, 61_000, &mut fx)
+        .unwrap();
+    assert_eq!(s.schedule(61_000, &mut fx), 1);
+    assert!(s.live_attempt(t).is_some_and(|a| a.id != first.id));
+    s.check_invariants().unwrap();
+}
+
+/// Simulation seed 1: a start arrived and ran, but the word that it runs
+/// was lost; the worker's hello lists it (and so its id as seen). The
+/// attempt is the worker's own, not a clash with an older id.
+#[test]
+fn an_attempt_the_hello_holds_is_not_taken_for_a_reused_id() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().clone();
+    assert_eq!(a.state, AttemptState::Assigned);
+    s.hello(
+        WorkerHello {
+            held: vec![held(&a, AttemptState::Running, None)],
+            max_attempt_id: a.id.0,
+            ..hello("w", 4_000)
+        },
+        100,
+        &mut fx,
+    )
+    .unwrap();
+    assert_eq!(s.attempt(a.id).unwrap().state, AttemptState::Running);
+    assert_eq!(s.live_attempt(t).unwrap().id, a.id);
+    s.check_invariants().unwrap();
+}
+
+/// Simulation seeds 12, 20 and 25: a worker restarted with fewer CPUs
+/// than were placed on it must not be sent starts its admission refuses.
+#[test]
+fn starts_beyond_a_lowered_capacity_are_withdrawn_and_placed_again() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    let w = WorkerId("w".into());
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    let tasks: Vec<TaskId> = (0..3)
+        .map(|_| s.submit(spec(1_200, 0), false, 0, &mut fx).unwrap())
+        .collect();
+    assert_eq!(s.schedule(0, &mut fx), 3);
+    let attempts: Vec<_> = tasks
+        .iter()
+        .map(|t| s.live_attempt(*t).unwrap().id)
+        .collect();
+    // None of the starts arrived; the agent comes back with 2.8 CPUs.
+    let mut fx = Effects::default();
+    s.hello(hello("w", 2_800), 100, &mut fx).unwrap();
+    let started: Vec<_> = fx
+        .outbound
+        .iter()
+        .filter_map(|m| match m {
+            Outbound::Start { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, attempts[..2], "only what fits is sent again");
+    assert_eq!(
+        s.attempt(attempts[2]).unwrap().state,
+        AttemptState::Lost,
+        "the newest is withdrawn"
+    );
+    assert_eq!(s.task(tasks[2]).unwrap().state, TaskState::Queued);
+    assert!(s.ledger().allocated(&w).le(&Resources {
+        cpu_millis: 2_800,
+        memory_bytes: 8 * GIB,
+        ..Resources::ZERO
+    }));
+    assert!(!s.is_overcommitted(&w));
+    s.check_invariants().unwrap();
+}
+
+/// Simulation seed 49: an overcommitted worker is still overcommitted
+/// after the master restarts from its records.
+#[test]
+fn overcommitted_survives_a_restart_from_the_records() {
+    let mut s = State::new(StateConfig::default());
+    let mut store = MemStore::new();
+    let mut fx = Effects::default();
+    let w = WorkerId("w".into());
+    s.hello(hello("w", 8_000), 0, &mut fx).unwrap();
+    let t = s.submit(spec(6_000, 0), false, 0, &mut fx).unwrap();
+    s.schedule(0, &mut fx);
+    let a = s.live_attempt(t).unwrap().clone();
+    report(&mut s, a.id, AttemptState::Running, None, 1, &mut fx);
+    s.hello(
+        WorkerHello {
+            held: vec![held(&a, AttemptState::Running, None)],
+            ..hello("w", 4_000)
+        },
+        10,
+        &mut fx,
+    )
+    .unwrap();
+    assert!(s.is_overcommitted(&w));
+    store.commit(&fx.writes).unwrap();
+    let back = State::from_snapshot(store.load().unwrap(), StateConfig::default(), 20);
+    assert!(back.is_overcommitted(&w));
+    back.check_invariants().unwrap();
+}
+
 #[test]
 fn every_heartbeat_is_acknowledged() {
     let mut s = State::new(StateConfig::default());

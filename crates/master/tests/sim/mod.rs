@@ -1,39 +1,51 @@
-//! A deterministic simulation of one master (the real `State`, over a
-//! `MemStore` standing in for its file) and several worker machines, each
-//! running the real agent core (`berth_worker::agent::core`), over a faulty
-//! simulated network. Only the network, the clocks, the disks, the machines
-//! and the driver's processes are simulated (`worker.rs`). Everything is
-//! driven by one seed: the same seed replays the same run, step for step.
+//! A deterministic simulation of one master (the product's engine step,
+//! `berth_master::engine::Engine`, over a `MemStore` standing in for its
+//! file) and several worker machines, each running the product's agent
+//! core (`berth_worker::agent::core`), over a faulty simulated network.
+//! Only the network, the clocks, the disks, the machines and the driver's
+//! processes are simulated (`net.rs`, `master.rs`, `worker.rs`).
+//! Everything is driven by one seed: the same seed replays the same run,
+//! step for step.
 //!
 //! Faults injected during the fault phase: worker agent crash and restart
-//! (tasks keep running), machine crash (tasks die; the disk may go too),
-//! master crash and restart from its store, dropped / duplicated / delayed
-//! (so reordered) messages, and partitions of single workers. Then faults
-//! stop, everything is healed and time passes, and the end state is checked.
+//! (tasks keep running), sometimes with a lower capacity than its tasks
+//! hold; machine crash (tasks die; the disk may go too); master crash and
+//! restart from its store; master stalls (a pause, a slow fsync) and steps
+//! of its wall clock; store commits refused (disk full, busy, I/O error);
+//! dropped (the connection dies, noticed by the master or left half-open),
+//! duplicated and delayed (so reordered) messages; partitions of single
+//! workers; cancels; tasks that ignore SIGTERM, have time limits, are at
+//! most once, or are pinned to a worker. Then faults stop, everything is
+//! healed and time passes, and the end state is checked.
 //!
-//! Checked after every step: the master's own invariants; on every machine,
-//! the processes running never use more than its total, the agent knows
-//! exactly the processes that run, and every process runs an attempt the
-//! master placed there; no task has two attempts whose processes run at
-//! once unless the master had declared the older one's worker down; no
-//! worker ever refuses an attempt for lack of room; and whenever nothing is
-//! in flight between the master and a connected worker, the two agree on
-//! what that worker runs.
+//! Checked after every step: the master's own invariants, and that its
+//! periodic reconciliation never finds drift; on every machine, the
+//! processes running never use more than its total (unless its capacity
+//! was lowered under them, and then the master flags it overcommitted),
+//! the agent knows exactly the processes that run, and every process runs
+//! an attempt the master placed there; no task has two attempts whose
+//! processes run at once unless the older one is `unknown` at the master
+//! (never for an at-most-once task); no worker ever refuses an attempt for
+//! lack of room; and whenever nothing is in flight between the master and
+//! a connected worker, the two agree on what that worker runs.
 
+pub mod master;
 pub mod net;
 pub mod rng;
 pub mod worker;
 
 use berth_core::{AttemptId, Millis, Resources, TaskId, TaskSpec, WorkerId, WorkerState};
-use berth_master::state::{Effects, Outbound, State, StateConfig, WorkerHello};
+use berth_master::state::{State, StateConfig};
 use berth_store::{MemStore, Store, StoreFault};
-use net::{Faults, Msg, Net, ToMaster, ToWorker, sim_command, worker_id, worker_total};
+use master::{Master, SharedStore};
+use net::{Faults, Msg, Net, ToMaster, sim_command, worker_id};
 use rng::Rng;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use worker::Machine;
 
 const STEP_MS: Millis = 20;
-const TICK_MS: Millis = 250;
+const AUDIT_EVERY_MS: Millis = 5_000;
 const FAULT_PHASE_MS: Millis = 60_000;
 const QUIET_PHASE_MS: Millis = 90_000;
 
@@ -53,8 +65,15 @@ pub struct Stats {
     /// Steps at which a worker and the master were checked to agree.
     pub agreement_checks: u64,
     /// Batches the store refused (disk full, busy, I/O error); each undone
-    /// by the product's own rebuild (`State::rebuilt_after_failed_commit`).
+    /// by the engine.
     pub commit_failures: u64,
+    /// Engine steps (batches).
+    pub batches: u64,
+    /// Master stalls (pauses and slow fsyncs) and wall-clock steps.
+    pub master_stalls: u32,
+    pub clock_steps: u32,
+    /// Agents restarted with less capacity than they held.
+    pub capacity_lowered: u32,
 }
 
 pub struct World {
@@ -62,23 +81,26 @@ pub struct World {
     rng: Rng,
     now: Millis,
     net: Net,
-    state: Option<State>,
-    store: MemStore,
-    sessions: HashMap<usize, u64>,
+    master: Option<Master>,
+    store: SharedStore,
     master_back_at: Millis,
+    /// The master's wall clock offset, kept across its restarts.
+    master_wall_offset: i64,
     /// While the store refuses writes: when it takes them again.
     store_back_at: Millis,
     workers: Vec<Machine>,
-    /// Attempts that were live on a worker when the master declared it
-    /// down: the only ones whose task may run twice at once.
+    /// While the master is down: the attempts it last showed `unknown`
+    /// (its last word on which attempts may run twice).
     orphaned: BTreeSet<AttemptId>,
+    /// While the master is down: its at-most-once tasks.
+    at_most_once: BTreeSet<TaskId>,
     agent_back_at: Vec<Millis>,
     partition_ends: Vec<Millis>,
     acked: BTreeSet<TaskId>,
     /// Per worker: the session and the attempts its last hello or
     /// heartbeat processed by the master said it runs.
     last_held: HashMap<usize, (u64, Vec<AttemptId>)>,
-    next_tick: Millis,
+    next_audit: Millis,
     config: StateConfig,
     trace: VecDeque<String>,
     pub stats: Stats,
@@ -111,23 +133,25 @@ impl World {
             require_registration: false,
         };
         let workers = (0..n).map(|i| Machine::new(i, 0, &mut rng)).collect();
+        let store: SharedStore = Arc::new(Mutex::new(MemStore::new()));
         World {
             seed,
             rng,
             now: 0,
             net: Net::default(),
-            state: Some(State::new(config)),
-            store: MemStore::new(),
-            sessions: HashMap::new(),
+            master: Some(Master::new(State::new(config), store.clone(), 0, 0)),
+            store,
             master_back_at: 0,
+            master_wall_offset: 0,
             store_back_at: 0,
             workers,
             orphaned: BTreeSet::new(),
+            at_most_once: BTreeSet::new(),
             agent_back_at: vec![0; n],
             partition_ends: vec![0; n],
             acked: BTreeSet::new(),
             last_held: HashMap::new(),
-            next_tick: 0,
+            next_audit: AUDIT_EVERY_MS,
             config,
             trace: VecDeque::new(),
             stats: Stats::default(),
@@ -152,62 +176,13 @@ impl World {
         )
     }
 
-    /// Commit a batch's writes. When the store refuses them, the batch is
-    /// undone as the engine undoes it: the state rebuilt from the records
-    /// with what only the process knows carried over. Returns whether it
-    /// was committed.
-    fn try_commit(&mut self, writes: &[berth_store::Write]) -> bool {
-        if writes.is_empty() {
-            return true;
-        }
-        match self.store.commit(writes) {
-            Ok(()) => true,
-            Err(e) => {
-                let snap = self.store.load().expect("records can be read");
-                let before = self.state.take().expect("a master commits");
-                self.state = Some(State::rebuilt_after_failed_commit(snap, &before, self.now));
-                self.stats.commit_failures += 1;
-                self.note(format!("commit failed ({e}); batch undone"));
-                false
-            }
-        }
+    /// The master's wall clock (what its records and views use).
+    fn master_wall(&self) -> Millis {
+        self.now + self.master_wall_offset
     }
 
-    /// Commit the effects durably, then send the messages (none of them
-    /// when the commit failed).
-    fn commit_and_route(&mut self, fx: Effects) -> bool {
-        if !self.try_commit(&fx.writes) {
-            return false;
-        }
-        for o in fx.outbound {
-            let (w, m) = match o {
-                Outbound::Start {
-                    worker,
-                    attempt,
-                    task,
-                    spec,
-                    ..
-                } => (
-                    index_of(&worker),
-                    ToWorker::Start {
-                        attempt,
-                        task,
-                        spec,
-                    },
-                ),
-                Outbound::Stop {
-                    worker,
-                    attempt,
-                    reason,
-                } => (index_of(&worker), ToWorker::Stop { attempt, reason }),
-                Outbound::Ack { worker, seq } => (index_of(&worker), ToWorker::Ack { seq }),
-            };
-            if let Some(&s) = self.sessions.get(&w) {
-                self.net
-                    .send(&mut self.rng, self.now, Msg::ToWorker(w, s, m));
-            }
-        }
-        true
+    fn state(&self) -> Option<&State> {
+        self.master.as_ref().map(Master::state)
     }
 
     fn master_receive(&mut self, m: ToMaster) {
@@ -215,157 +190,85 @@ impl World {
         if std::env::var("BERTH_SIM_VERBOSE").is_ok() {
             eprintln!("t={now} master <- {m:?}");
         }
-        let Some(st) = self.state.as_mut() else {
+        match &mut self.master {
+            Some(master) => master.receive(m, now),
             // Nobody listens: a hello's connection is refused.
-            if let ToMaster::Hello {
-                worker, session, ..
-            } = m
-            {
-                self.net.notify_closed(worker, session, now + 1);
-            }
-            return;
-        };
-        let mut fx = Effects::default();
-        let mut first: Vec<Msg> = Vec::new();
-        let running = |held: &[berth_proto::HeldReport]| -> Vec<AttemptId> {
-            held.iter()
-                .filter(|h| h.state.holds_resources())
-                .map(|h| h.attempt_id)
-                .collect()
-        };
-        match m {
-            ToMaster::Hello {
-                worker,
-                session,
-                held,
-            } => {
-                let h = WorkerHello {
-                    held,
-                    ..WorkerHello::process_only(
-                        &worker_id(worker).0,
-                        &format!("w{worker}"),
-                        worker_total(worker),
-                    )
-                };
-                let reported = running(&h.held);
-                // The engine's rule, from the product: a hello under a node
-                // id whose session is open and alive is refused.
-                let connected = self.sessions.contains_key(&worker);
-                let holder = st.live_holder(&h.id, connected, now, worker::HEARTBEAT_MS);
-                let r = match holder {
-                    Some(name) => Err(berth_master::state::ReportError::NodeIdInUse(
-                        h.id.clone(),
-                        name,
-                    )),
-                    None => st.hello(h, now, &mut fx),
-                };
-                match r {
-                    Ok(()) => {
-                        self.sessions.insert(worker, session);
-                        self.last_held.insert(worker, (session, reported));
-                        first.push(Msg::ToWorker(worker, session, ToWorker::Welcome));
-                    }
-                    Err(e) => {
-                        first.push(Msg::ToWorker(
-                            worker,
-                            session,
-                            ToWorker::Refused(e.to_string()),
-                        ));
-                        self.trace.push_back(format!("hello refused: {e}"));
-                    }
-                }
-            }
-            ToMaster::Heartbeat {
-                worker,
-                session,
-                held,
-            } => {
-                if self.sessions.get(&worker) != Some(&session) {
-                    first.push(Msg::ToWorker(worker, session, ToWorker::Closed));
-                } else if st
-                    .heartbeat(&worker_id(worker), &held, false, now, &mut fx)
-                    .is_err()
+            None => {
+                if let ToMaster::Hello {
+                    worker, session, ..
+                } = m
                 {
-                    self.sessions.remove(&worker);
-                    first.push(Msg::ToWorker(worker, session, ToWorker::Closed));
-                } else {
-                    self.last_held.insert(worker, (session, running(&held)));
+                    self.net.notify_closed(worker, session, now + 1);
                 }
             }
-            ToMaster::Report {
-                worker,
-                seq,
-                report,
-                ..
-            } => {
-                st.report(&worker_id(worker), seq, &report, now, &mut fx);
-            }
         }
-        if !self.try_commit(&fx.writes) {
-            // Nothing of the batch happened: a welcome becomes a refusal
-            // (the engine answers the hello with the cause), acks are not
-            // sent, the worker resends.
-            for m in first {
-                let m = match m {
-                    Msg::ToWorker(w, s, ToWorker::Welcome) => {
-                        if self.sessions.get(&w) == Some(&s) {
-                            self.sessions.remove(&w);
-                        }
-                        Msg::ToWorker(w, s, ToWorker::Closed)
-                    }
-                    m => m,
-                };
-                self.net.send(&mut self.rng, now, m);
-            }
-            return;
-        }
-        for m in first {
-            self.net.send(&mut self.rng, now, m);
-        }
-        self.commit_and_route(Effects {
-            writes: vec![],
-            outbound: fx.outbound,
-        });
     }
 
-    fn master_tick(&mut self) -> Result<(), String> {
+    /// One step of the master's engine thread, if due; then what it sent
+    /// goes on the network, and what it answered is noted.
+    fn master_step(&mut self) -> Result<(), String> {
         let now = self.now;
-        let Some(st) = self.state.as_mut() else {
+        let Some(master) = &mut self.master else {
             return Ok(());
         };
-        let mut fx = Effects::default();
-        let live_before: BTreeMap<WorkerId, Vec<AttemptId>> = st
-            .workers()
-            .map(|w| (w.id.clone(), st.ledger().attempts_on(&w.id).collect()))
-            .collect();
-        let down = st.tick(now, &mut fx);
-        st.schedule(now, &mut fx);
-        for w in down {
-            let i = index_of(&w);
-            self.note(format!("master declared w{i} down"));
-            if let Some(live) = live_before.get(&w) {
-                self.orphaned.extend(live.iter().copied());
-            }
-            if let Some(s) = self.sessions.remove(&i) {
-                self.net
-                    .send(&mut self.rng, now, Msg::ToWorker(i, s, ToWorker::Closed));
-            }
+        if now >= self.next_audit {
+            self.next_audit = now + AUDIT_EVERY_MS;
+            master.audit();
         }
-        if !self.commit_and_route(fx) {
+        let out = master.step(now)?;
+        for m in out.sent {
+            self.net.send(&mut self.rng, now, m);
+        }
+        if !out.stepped {
             return Ok(());
         }
-        // The periodic audit: the records must equal the state, always.
-        if now % 5_000 < TICK_MS {
-            let records = self.store.live_attempts().expect("records");
-            let mut fx = Effects::default();
-            let report = self
-                .state
-                .as_mut()
-                .unwrap()
-                .reconcile(false, &records, now, &mut fx);
+        self.stats.batches += 1;
+        if std::env::var("BERTH_SIM_VERBOSE").is_ok() {
+            let st = self.master.as_ref().expect("master up").state();
+            let live: Vec<String> = st
+                .attempts()
+                .filter(|a| {
+                    !a.state.is_gone()
+                        || Some(a.id.0)
+                            == std::env::var("BERTH_SIM_WATCH")
+                                .ok()
+                                .and_then(|v| v.parse().ok())
+                })
+                .map(|a| format!("{}:{}@{} ({})", a.id, a.state, a.worker_id, a.reason))
+                .collect();
+            eprintln!(
+                "t={now} master stepped: live attempts [{}]",
+                live.join(", ")
+            );
+        }
+        if out.commit_failures > 0 {
+            self.stats.commit_failures += out.commit_failures;
+            self.note("a commit failed; the engine undid its batch".into());
+        }
+        for id in out.acked {
+            self.acked.insert(id);
+            self.stats.submitted += 1;
+        }
+        for (w, s, held) in out.held {
+            self.last_held.insert(w, (s, held));
+        }
+        for report in out.audits {
             if !report.fixes.is_empty() {
                 return Err(self.fail(format!("reconcile found drift: {report:?}")));
             }
+        }
+        let st = self.master.as_ref().expect("master up").state();
+        let c = st.counters();
+        if c.index_fixes + c.record_fixes > 0 {
+            return Err(self.fail(format!(
+                "the engine's periodic reconciliation fixed drift ({} index, {} records)",
+                c.index_fixes, c.record_fixes
+            )));
+        }
+        // After a failed commit the batch's placements were undone with
+        // it: the next batch places them again.
+        if out.commit_failures > 0 {
+            return Ok(());
         }
         self.check_nothing_left_unplaced()
     }
@@ -373,9 +276,11 @@ impl World {
     /// Right after a scheduling round no queued task fits on a worker that
     /// takes work: a round that was skipped (or missed a task) is a bug.
     fn check_nothing_left_unplaced(&self) -> Result<(), String> {
-        let Some(st) = &self.state else { return Ok(()) };
+        let Some(st) = self.state() else {
+            return Ok(());
+        };
         for id in st.queue() {
-            let reason = st.wait_reason_at(id, self.now);
+            let reason = st.wait_reason_at(id, self.master_wall());
             if reason == "about to be placed" {
                 return Err(self.fail(format!(
                     "task {id} fits a worker but was left queued by a scheduling round"
@@ -386,8 +291,7 @@ impl World {
     }
 
     fn client(&mut self, submit_per_mille: u64) {
-        let now = self.now;
-        if self.state.is_none() {
+        if self.master.is_none() {
             return;
         }
         if self.rng.chance(submit_per_mille) {
@@ -420,29 +324,19 @@ impl World {
             if self.rng.chance(150) {
                 spec.stop_after_disconnect_ms = Some(self.rng.range(1_000, 6_000));
             }
-            let mut fx = Effects::default();
-            let st = self.state.as_mut().unwrap();
-            if let Ok(id) = st.submit(spec, false, now, &mut fx)
-                && self.commit_and_route(fx)
-            {
-                self.acked.insert(id);
-                self.stats.submitted += 1;
+            // Some must run on one named worker.
+            if self.rng.chance(50) {
+                let w = self.rng.below(self.workers.len() as u64);
+                spec.pinned_worker = Some(format!("w{w}"));
             }
+            self.master.as_mut().unwrap().submit(spec);
         }
-        if self.rng.chance(3) && !self.acked.is_empty() {
+        // Cancels, often enough to meet starts in flight.
+        if self.rng.chance(8) && !self.acked.is_empty() {
             let ids: Vec<TaskId> = self.acked.iter().copied().collect();
             let id = ids[self.rng.below(ids.len() as u64) as usize];
-            let mut fx = Effects::default();
-            if self
-                .state
-                .as_mut()
-                .unwrap()
-                .cancel(id, now, &mut fx)
-                .is_ok()
-            {
-                self.note(format!("cancel task {id}"));
-                self.commit_and_route(fx);
-            }
+            self.note(format!("cancel task {id}"));
+            self.master.as_mut().unwrap().cancel(id);
         }
     }
 
@@ -450,10 +344,21 @@ impl World {
         let now = self.now;
         let n = self.workers.len();
         // Master crash.
-        if self.state.is_some() && self.rng.chance(1) {
+        if self.master.is_some() && self.rng.chance(1) {
             self.note("MASTER CRASH".into());
-            self.state = None;
-            self.sessions.clear();
+            let gone = self.master.take().expect("master up");
+            self.orphaned = gone
+                .state()
+                .attempts()
+                .filter(|a| a.state == berth_core::AttemptState::Unknown)
+                .map(|a| a.id)
+                .collect();
+            self.at_most_once = gone
+                .state()
+                .tasks()
+                .filter(|t| t.spec.stop_after_disconnect_ms.is_some())
+                .map(|t| t.id)
+                .collect();
             self.net.drop_to_master();
             for w in 0..n {
                 self.net.drop_to_worker(w);
@@ -462,12 +367,46 @@ impl World {
             self.master_back_at = now + self.rng.range(200, 5_000) as Millis;
             self.stats.master_crashes += 1;
         }
+        let mut notes = Vec::new();
+        if let Some(master) = &mut self.master {
+            // The master stalls (a VM pause, SIGSTOP) or one of its commits
+            // takes seconds (a slow fsync): what it was about to send waits.
+            if now >= master.paused_until && self.rng.chance(1) {
+                let slow_fsync = self.rng.chance(500);
+                master.paused_until = now + self.rng.range(500, 12_000) as Millis;
+                master.holding_output = slow_fsync;
+                self.stats.master_stalls += 1;
+                notes.push(format!(
+                    "MASTER {} until t={}",
+                    if slow_fsync {
+                        "IN A SLOW FSYNC"
+                    } else {
+                        "PAUSED"
+                    },
+                    master.paused_until
+                ));
+            }
+            // Its wall clock steps (NTP, an operator), by seconds to hours,
+            // either way; its monotonic clock does not.
+            if self.rng.chance(1) {
+                let by = self.rng.range(2_000, 7_200_000) as i64;
+                let by = if self.rng.chance(500) { by } else { -by };
+                master.wall_offset += by;
+                self.master_wall_offset = master.wall_offset;
+                self.stats.clock_steps += 1;
+                notes.push(format!("MASTER WALL CLOCK STEPS {by} ms"));
+            }
+        }
+        for n in notes {
+            self.note(n);
+        }
         // The master's disk fills up (or fails) for a while.
-        if self.state.is_some() && self.store.failing.is_none() && self.rng.chance(1) {
+        let failing = self.store.lock().unwrap().failing.is_some();
+        if self.master.is_some() && !failing && self.rng.chance(1) {
             let fault =
                 [StoreFault::Full, StoreFault::Busy, StoreFault::Io][self.rng.below(3) as usize];
             self.note(format!("STORE REFUSES WRITES ({})", fault.as_str()));
-            self.store.fail_writes(Some(fault));
+            self.store.lock().unwrap().fail_writes(Some(fault));
             self.store_back_at = now + self.rng.range(100, 3_000) as Millis;
         }
         let w = self.rng.below(n as u64) as usize;
@@ -484,6 +423,13 @@ impl World {
                 self.note(format!("AGENT CRASH w{w}"));
                 self.workers[w].crash_agent();
                 self.stats.agent_crashes += 1;
+                // Restarted with less capacity than its tasks hold.
+                if self.rng.chance(150) {
+                    let cut = self.rng.range(300, 900);
+                    self.workers[w].lower_capacity(cut);
+                    self.stats.capacity_lowered += 1;
+                    self.note(format!("w{w} comes back with {cut}‰ of its CPU"));
+                }
             }
             self.net.drop_to_worker(w);
             // Back within the TTL sometimes, after being declared down other times.
@@ -500,13 +446,27 @@ impl World {
 
     fn heal(&mut self, force: bool) {
         let now = self.now;
-        if self.store.failing.is_some() && (force || now >= self.store_back_at) {
-            self.store.fail_writes(None);
+        let failing = self.store.lock().unwrap().failing.is_some();
+        if failing && (force || now >= self.store_back_at) {
+            self.store.lock().unwrap().fail_writes(None);
             self.note("the store takes writes again".into());
         }
-        if self.state.is_none() && (force || now >= self.master_back_at) {
-            let snap = self.store.load().expect("load");
-            self.state = Some(State::from_snapshot(snap, self.config, now));
+        if let Some(m) = &mut self.master
+            && force
+        {
+            m.paused_until = now;
+        }
+        if self.master.is_none() && (force || now >= self.master_back_at) {
+            let snap = self.store.lock().unwrap().load().expect("load");
+            let wall = self.master_wall();
+            let st = State::from_snapshot(snap, self.config, wall);
+            self.master = Some(Master::new(
+                st,
+                self.store.clone(),
+                now,
+                self.master_wall_offset,
+            ));
+            self.orphaned.clear();
             self.note("master restarted from its store".into());
         }
         for w in 0..self.workers.len() {
@@ -538,10 +498,7 @@ impl World {
                 }
             }
         }
-        if self.now >= self.next_tick {
-            self.next_tick = self.now + TICK_MS;
-            self.master_tick()?;
-        }
+        self.master_step()?;
         for w in 0..self.workers.len() {
             let mut out = Vec::new();
             self.workers[w].step(self.now, &mut self.rng, &mut out);
@@ -562,17 +519,21 @@ impl World {
 
     /// The worker side, after every step.
     fn check_machines(&mut self) -> Result<(), String> {
+        for m in &mut self.workers {
+            let used: Resources = m.procs.values().map(|p| p.resources).sum();
+            if used.le(&m.total) {
+                m.lowered = false;
+            }
+        }
         if let Some(m) = self.workers.iter().find(|m| !m.violations.is_empty()) {
             // What the worker runs, and what the master makes of each.
             let views: Vec<String> = m
                 .procs
                 .keys()
-                .map(
-                    |aid| match self.state.as_ref().and_then(|st| st.attempt(*aid)) {
-                        Some(a) => format!("{aid}: {} ({})", a.state, a.reason),
-                        None => format!("{aid}: not in the master's memory"),
-                    },
-                )
+                .map(|aid| match self.state().and_then(|st| st.attempt(*aid)) {
+                    Some(a) => format!("{aid}: {} ({})", a.state, a.reason),
+                    None => format!("{aid}: not in the master's memory"),
+                })
                 .collect();
             return Err(self.fail(format!(
                 "{}; w{} runs [{}]",
@@ -584,7 +545,10 @@ impl World {
         let mut runs: Vec<(TaskId, AttemptId, usize)> = Vec::new();
         for m in &self.workers {
             let used: Resources = m.procs.values().map(|p| p.resources).sum();
-            if !used.le(&m.total) {
+            // Over its total only with processes from before its capacity
+            // was lowered (the master's own invariants check that it flags
+            // the worker overcommitted once it knows).
+            if !used.le(&m.total) && !m.lowered {
                 return Err(self.fail(format!(
                     "w{} runs processes using {used:?}, more than its total {:?}",
                     m.index, m.total
@@ -601,7 +565,7 @@ impl World {
             for (aid, p) in &m.procs {
                 runs.push((p.task, *aid, m.index));
                 // Records of finished attempts may stay in the store only.
-                if let Some(st) = &self.state
+                if let Some(st) = self.state()
                     && let Some(a) = st.attempt(*aid)
                     && (a.worker_id != worker_id(m.index) || a.task_id != p.task)
                 {
@@ -622,20 +586,27 @@ impl World {
             // not yet come back to have it stopped. (While the master itself
             // is down, its last word counts.)
             // An at-most-once task never runs twice at the same time.
-            let at_most_once = self.state.as_ref().is_some_and(|st| {
-                st.task(task)
-                    .is_some_and(|t| t.spec.stop_after_disconnect_ms.is_some())
-            });
-            let excused = |a: &AttemptId| {
-                !at_most_once
-                    && match &self.state {
-                        Some(st) => st
-                            .attempt(*a)
-                            .is_some_and(|r| r.state == berth_core::AttemptState::Unknown),
-                        None => self.orphaned.contains(a),
-                    }
+            let at_most_once = match self.state() {
+                Some(st) => st
+                    .task(task)
+                    .is_some_and(|t| t.spec.stop_after_disconnect_ms.is_some()),
+                None => self.at_most_once.contains(&task),
             };
-            if let Some((aid, w)) = older.iter().find(|(a, _)| !excused(a)) {
+            // ... except when the older one's agent was dead meanwhile
+            // (not cut off): only a live agent stops such a task on time,
+            // and a restarted one stops it at once.
+            let lapsed = |w: usize| self.now < self.workers[w].lapsed_until;
+            let excused = |a: &AttemptId, w: usize| {
+                (at_most_once && lapsed(w))
+                    || !at_most_once
+                        && match self.state() {
+                            Some(st) => st
+                                .attempt(*a)
+                                .is_some_and(|r| r.state == berth_core::AttemptState::Unknown),
+                            None => self.orphaned.contains(a),
+                        }
+            };
+            if let Some((aid, w)) = older.iter().find(|(a, w)| !excused(a, *w)) {
                 return Err(self.fail(format!(
                     "task {task} runs attempts {r:?} at once, though {}",
                     if at_most_once {
@@ -661,7 +632,9 @@ impl World {
     ///   hello) said it runs, and still runs, is live at the master on that
     ///   worker, or the master knows the worker runs attempts to stop.
     fn check_agreement(&mut self) -> Result<(), String> {
-        let Some(st) = &self.state else { return Ok(()) };
+        let Some(st) = self.state() else {
+            return Ok(());
+        };
         let mut checked = 0;
         for m in &self.workers {
             let i = m.index;
@@ -669,7 +642,7 @@ impl World {
                 continue;
             };
             let wid = worker_id(i);
-            if self.sessions.get(&i) != Some(&session)
+            if self.master.as_ref().and_then(|m| m.session_of(i)) != Some(session)
                 || self.net.partitioned.contains(&i)
                 || self.net.in_flight_for(i)
                 || !st.worker(&wid).is_some_and(|w| w.state.is_up())
@@ -709,7 +682,9 @@ impl World {
 
     /// Invariants after every step.
     fn check_step(&self) -> Result<(), String> {
-        let Some(st) = &self.state else { return Ok(()) };
+        let Some(st) = self.state() else {
+            return Ok(());
+        };
         st.check_invariants().map_err(|e| self.fail(e))?;
         for id in &self.acked {
             if st.task(*id).is_none() {
@@ -723,7 +698,7 @@ impl World {
     /// running on an up worker, nothing live sits on a down worker, and no
     /// worker runs an attempt the master does not consider live.
     fn check_settled(&self) -> Result<(), String> {
-        let st = self.state.as_ref().expect("master up");
+        let st = self.state().expect("master up");
         for id in &self.acked {
             let t = st.task(*id).unwrap();
             if t.state.is_terminal() {
@@ -733,7 +708,7 @@ impl World {
                 // Still queued: only acceptable if it cannot be placed now
                 // (no room on an up worker, retry backoff, or the room is
                 // kept for an older task).
-                let why = st.wait_reason_at(*id, self.now);
+                let why = st.wait_reason_at(*id, self.master_wall());
                 if why == "about to be placed" || t.state != berth_core::TaskState::Queued {
                     let attempts: Vec<_> = st.attempts_of(*id).collect();
                     return Err(self.fail(format!(
@@ -757,8 +732,8 @@ impl World {
             // The phantom allocation: the master counts an attempt its
             // worker does not hold (a result in flight is still held).
             let w = &self.workers[index_of(&a.worker_id)];
-            let start_in_flight =
-                a.state == berth_core::AttemptState::Assigned && self.now - a.created_ms < 1_000;
+            let start_in_flight = a.state == berth_core::AttemptState::Assigned
+                && self.master_wall() - a.created_ms < 1_000;
             if !start_in_flight && !w.holds(a.id) {
                 return Err(self.fail(format!(
                     "phantom allocation: attempt {} is {} on w{} at the master, but that worker does not hold it",
@@ -799,9 +774,10 @@ impl World {
             self.step(false)?;
         }
         // Judge the end state right after a scheduling round.
-        self.master_tick()?;
+        self.master.as_mut().expect("master up").tick_now();
+        self.master_step()?;
         self.check_settled()?;
-        self.stats.audits = self.state.as_ref().unwrap().counters().reconcile_runs;
+        self.stats.audits = self.state().expect("master up").counters().reconcile_runs;
         self.stats.stopped_before_start = self.workers.iter().map(|w| w.stopped_before_start).sum();
         self.stats.messages = self.net.sent;
         self.stats.dropped = self.net.dropped;

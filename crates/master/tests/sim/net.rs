@@ -12,6 +12,7 @@
 
 use super::rng::Rng;
 use berth_core::{AttemptId, Millis, Resources, TaskId, TaskSpec, WorkerId};
+use berth_master::state::WorkerHello;
 use berth_proto::HeldReport;
 use std::collections::BTreeSet;
 
@@ -20,12 +21,13 @@ pub enum ToMaster {
     Hello {
         worker: usize,
         session: u64,
-        held: Vec<HeldReport>,
+        hello: Box<WorkerHello>,
     },
     Heartbeat {
         worker: usize,
         session: u64,
         held: Vec<HeldReport>,
+        draining: bool,
     },
     Report {
         worker: usize,
@@ -33,6 +35,9 @@ pub enum ToMaster {
         seq: u64,
         report: HeldReport,
     },
+    /// The master's side of the session's connection notices it died (a
+    /// dead connection is not always noticed there: half-open).
+    Closed { worker: usize, session: u64 },
 }
 
 // Test messages: a boxed spec would only add noise.
@@ -43,7 +48,8 @@ pub enum ToWorker {
     Start {
         attempt: AttemptId,
         task: TaskId,
-        spec: TaskSpec,
+        spec: Result<TaskSpec, String>,
+        gpu_ids: Vec<u32>,
     },
     Stop {
         attempt: AttemptId,
@@ -54,10 +60,15 @@ pub enum ToWorker {
     },
     /// The master closed this session's stream.
     Closed,
-    /// The master refused the hello, with its reason.
+    /// The master refused the hello for good, with its reason.
     Refused(String),
+    /// The hello was not accepted for now (name or node id held, the
+    /// engine could not record it): the agent tries again.
+    Unavailable(String),
 }
 
+// Test messages: a boxed spec would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Msg {
     ToMaster(ToMaster),
@@ -96,7 +107,8 @@ impl Net {
         match m {
             Msg::ToMaster(ToMaster::Hello { worker, .. })
             | Msg::ToMaster(ToMaster::Heartbeat { worker, .. })
-            | Msg::ToMaster(ToMaster::Report { worker, .. }) => *worker,
+            | Msg::ToMaster(ToMaster::Report { worker, .. })
+            | Msg::ToMaster(ToMaster::Closed { worker, .. }) => *worker,
             Msg::ToWorker(w, _, _) => *w,
         }
     }
@@ -111,7 +123,8 @@ impl Net {
             })
             | Msg::ToMaster(ToMaster::Report {
                 worker, session, ..
-            }) => (*worker, *session, true),
+            })
+            | Msg::ToMaster(ToMaster::Closed { worker, session }) => (*worker, *session, true),
             Msg::ToWorker(w, s, _) => (*w, *s, false),
         }
     }
@@ -127,6 +140,17 @@ impl Net {
             self.dropped += 1;
             self.broken.insert((w, session));
             self.notify_closed(w, session, now + rng.range(200, 3_000) as Millis);
+            // The master's side notices too, or never (half-open: only the
+            // worker's new hello and liveness sort it out).
+            if rng.chance(500) {
+                self.next += 1;
+                *self.in_flight.entry(w).or_default() += 1;
+                let at = now + rng.range(200, 5_000) as Millis;
+                self.queue.insert(
+                    (at, self.next),
+                    Msg::ToMaster(ToMaster::Closed { worker: w, session }),
+                );
+            }
             return;
         }
         let copies = if rng.chance(self.faults.dup_per_mille) {

@@ -17,9 +17,10 @@
 //! This file performs the core's actions and feeds it what happens, like
 //! `worker/src/agent/mod.rs` does with real folders and drivers.
 
-use super::net::{Msg, ToMaster, ToWorker, parse_sim_command, worker_total};
+use super::net::{Msg, ToMaster, ToWorker, parse_sim_command, worker_id, worker_total};
 use super::rng::Rng;
 use berth_core::{AttemptId, Millis, Resources, TaskId};
+use berth_master::state::WorkerHello;
 use berth_proto::HeldReport;
 use berth_worker::agent::core::{
     Action, AgentCore, CoreConfig, Ended, Event, Found, Limit, Message, Reattach, StartOrder,
@@ -120,6 +121,16 @@ pub struct Machine {
     pub stopped_before_start: u64,
     /// Attempts whose refusal was seen (its result is resent until acked).
     refused: BTreeSet<AttemptId>,
+    /// Its capacity was lowered under processes that still run: they may
+    /// use more than its total until enough of them end.
+    pub lowered: bool,
+    /// Until then, its agent is dead (not just cut off) or just restarted
+    /// after being dead: nobody was there to stop an at-most-once task on
+    /// time, and a restarted agent stops it at once (within its grace).
+    pub lapsed_until: Millis,
+    /// When its agent last heard from the master (the `DATA_DIR/contact`
+    /// file's time), read by an agent at start.
+    contact_at: Option<Millis>,
 }
 
 impl Machine {
@@ -135,6 +146,9 @@ impl Machine {
             violations: Vec::new(),
             stopped_before_start: 0,
             refused: BTreeSet::new(),
+            lowered: false,
+            lapsed_until: 0,
+            contact_at: None,
         };
         m.start_agent(now, rng);
         m
@@ -194,6 +208,12 @@ impl Machine {
             drain_on_exit: false,
             seed: rng.next_u64(),
         });
+        let mut core = core;
+        // As the shell does from `DATA_DIR/contact` (none: 0).
+        core.heard_ago(self.contact_at.map_or(0, |t| (now - t) as u64));
+        if self.lapsed_until == Millis::MAX {
+            self.lapsed_until = now + STOP_GRACE_MS as Millis + 2 * TICK_MS;
+        }
         self.agent = Some(Agent {
             core,
             boot: now,
@@ -222,9 +242,17 @@ impl Machine {
         self.feed(now, Event::Recovered(found), rng, &mut Vec::new());
     }
 
+    /// The machine loses part of its CPU (`per_mille` of it is left); the
+    /// agent, started next, offers only that.
+    pub fn lower_capacity(&mut self, per_mille: u64) {
+        self.total.cpu_millis = (self.total.cpu_millis * per_mille / 1_000).max(1_000);
+        self.lowered = true;
+    }
+
     /// The agent process is killed; tasks keep running.
     pub fn crash_agent(&mut self) {
         self.agent = None;
+        self.lapsed_until = Millis::MAX;
     }
 
     /// The machine restarts: every process dies without an exit status.
@@ -346,16 +374,21 @@ impl Machine {
                     refusal: Some(why),
                 }
             }
+            ToWorker::Unavailable(why) => {
+                a.link = None;
+                Event::SessionLost { why, refusal: None }
+            }
             ToWorker::Start {
                 attempt,
                 task,
                 spec,
+                gpu_ids,
             } => Event::Start {
                 order: StartOrder {
                     attempt,
                     task,
-                    spec: Ok(spec),
-                    gpu_ids: vec![],
+                    spec,
+                    gpu_ids,
                 },
                 tombstoned: self.tombstones.contains(&attempt),
             },
@@ -364,7 +397,10 @@ impl Machine {
                 reason,
                 tombstoned: self.tombstones.contains(&attempt),
             },
-            ToWorker::Ack { seq } => Event::Ack { seq },
+            ToWorker::Ack { seq } => {
+                self.contact_at = Some(now);
+                Event::Ack { seq }
+            }
         };
         self.feed(now, event, rng, out);
     }
@@ -391,12 +427,13 @@ impl Machine {
         };
         let worker = self.index;
         out.push(Msg::ToMaster(match m {
-            Message::Heartbeat { held, .. } => {
+            Message::Heartbeat { held, draining } => {
                 self.check_reports(&held);
                 ToMaster::Heartbeat {
                     worker,
                     session,
                     held,
+                    draining,
                 }
             }
             Message::Update { seq, report } => {
@@ -441,10 +478,25 @@ impl Machine {
                         dialed_at: now,
                     });
                 }
+                // As the agent's shell builds it (`worker/src/agent/mod.rs`).
+                let max_attempt_id = hello
+                    .held
+                    .iter()
+                    .map(|h| h.attempt_id.0)
+                    .chain(self.tombstones.last().map(|a| a.0))
+                    .max()
+                    .unwrap_or(0);
+                let i = self.index;
                 out.push(Msg::ToMaster(ToMaster::Hello {
-                    worker: self.index,
+                    worker: i,
                     session,
-                    held: hello.held,
+                    hello: Box::new(WorkerHello {
+                        held: hello.held,
+                        draining: hello.draining,
+                        max_attempt_id,
+                        stop_grace_ms: STOP_GRACE_MS,
+                        ..WorkerHello::process_only(&worker_id(i).0, &format!("w{i}"), self.total)
+                    }),
                 }));
             }
             Action::Send(m) => self.send(m, out),
