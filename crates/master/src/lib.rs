@@ -186,7 +186,12 @@ pub async fn start(
         let _ = closer.send(engine::Command::CloseSessions);
         let _ = stop_tx.send(true);
     });
-    let api = api::Api::new(engine.clone(), logs.clone(), outputs.clone(), stop_rx.clone());
+    let api = api::Api::new(
+        engine.clone(),
+        logs.clone(),
+        outputs.clone(),
+        stop_rx.clone(),
+    );
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };

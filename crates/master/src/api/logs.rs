@@ -39,8 +39,11 @@ impl Api {
     pub async fn logs(&self, task: TaskId, query: LogQuery) -> Result<LogChunks, ApiError> {
         self.must_exist(task).await?;
         let (tx, rx) = mpsc::channel(16);
-        let (engine, logs, stopping) =
-            (self.engine.clone(), self.logs.clone(), self.stopping.clone());
+        let (engine, logs, stopping) = (
+            self.engine.clone(),
+            self.logs.clone(),
+            self.stopping.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = send_logs(engine, logs, task, query, stopping, &tx).await {
                 let _ = tx.send(Err(e)).await;
@@ -110,9 +113,7 @@ async fn send_logs(
         }
         for (a, off) in offsets.iter_mut() {
             loop {
-                let data = logs
-                    .read(*a, *off, LOG_READ)
-                    .map_err(|e| read_err(*a, e))?;
+                let data = logs.read(*a, *off, LOG_READ).map_err(|e| read_err(*a, e))?;
                 if data.is_empty() {
                     break;
                 }

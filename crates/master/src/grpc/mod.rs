@@ -43,8 +43,14 @@ mod tests {
         let code = |e: ApiError| status(e).code();
         assert_eq!(code(ApiError::invalid("limit", "x")), Code::InvalidArgument);
         assert_eq!(code(ApiError::NotFound("x".into())), Code::NotFound);
-        assert_eq!(code(ApiError::Conflict("x".into())), Code::FailedPrecondition);
-        assert_eq!(code(ApiError::NeverFits("x".into())), Code::FailedPrecondition);
+        assert_eq!(
+            code(ApiError::Conflict("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ApiError::NeverFits("x".into())),
+            Code::FailedPrecondition
+        );
         assert_eq!(
             code(ApiError::Unavailable(Unavailable::Stopped)),
             Code::Unavailable

@@ -86,11 +86,9 @@ fn task_id(raw: &str) -> Result<TaskId, HttpError> {
         .map_err(|_| HttpError::bad_field("id", format!("id: '{raw}' is not a task id")))
 }
 
-
 fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, HttpError> {
-    v.parse().map_err(|_| {
-        HttpError::bad_field(field, format!("{field}: '{v}' is not a whole number"))
-    })
+    v.parse()
+        .map_err(|_| HttpError::bad_field(field, format!("{field}: '{v}' is not a whole number")))
 }
 
 /// A JSON object body with only the `allowed` fields; an empty body is `{}`.
@@ -113,7 +111,10 @@ fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Http
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(HttpError::bad_field(
             k.as_str(),
-            format!("{k}: unknown field; this route takes {}", allowed.join(", ")),
+            format!(
+                "{k}: unknown field; this route takes {}",
+                allowed.join(", ")
+            ),
         ));
     }
     Ok(obj)
@@ -344,10 +345,7 @@ pub async fn unregister_worker(
 
 /// `POST /api/v1/reconcile` with `{"dry_run": bool}` (an empty body is a
 /// real run): the audit behind `fix-resources`, and its report.
-pub async fn reconcile(
-    State(st): State<HttpState>,
-    body: Bytes,
-) -> Result<Json<Value>, HttpError> {
+pub async fn reconcile(State(st): State<HttpState>, body: Bytes) -> Result<Json<Value>, HttpError> {
     let obj = object_body(&body, &["dry_run"])?;
     let dry_run = body_flag(&obj, "dry_run")?;
     Ok(Json(json::reconcile(&st.api.reconcile(dry_run).await?)))
@@ -389,7 +387,10 @@ mod tests {
             Some("dry_run")
         );
         assert_eq!(object_body(b"[1]", &[]).unwrap_err().field, None);
-        assert_eq!(number::<u32>("limit", "x").unwrap_err().field.as_deref(), Some("limit"));
+        assert_eq!(
+            number::<u32>("limit", "x").unwrap_err().field.as_deref(),
+            Some("limit")
+        );
     }
 
     #[test]
