@@ -164,15 +164,25 @@ async fn drive(url: &str, token: &str, tasks: usize) -> Result<serde_json::Value
     // Wait for all to finish.
     let deadline = Instant::now() + Duration::from_secs(600);
     let all = loop {
-        let ts = client
-            .clone()
-            .list_tasks(v1::ListTasksRequest {
-                state: String::new(),
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .tasks;
+        let mut ts = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = client
+                .clone()
+                .list_tasks(v1::ListTasksRequest {
+                    limit: 1000,
+                    cursor,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            ts.extend(page.tasks);
+            if page.next_cursor.is_empty() {
+                break;
+            }
+            cursor = page.next_cursor;
+        }
         if ts
             .iter()
             .all(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled"))

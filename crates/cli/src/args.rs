@@ -297,6 +297,10 @@ pub enum TaskCommand {
         /// failed, cancelled, all).
         #[arg(long)]
         state: Option<String>,
+        /// Every task, not only the first page (active tasks, then the
+        /// most recent finished ones).
+        #[arg(long)]
+        all: bool,
     },
     /// A task's state, exit code, reason and attempts.
     Show {

@@ -14,8 +14,11 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Task lists can be large; the default 4 MiB gRPC limit is too small.
-const MAX_MESSAGE_BYTES: usize = 512 << 20;
+/// Task lists come in pages (at most 1,000 tasks each), so messages stay
+/// small; this leaves room for a page of large tasks.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Tasks per page when every task is wanted: the master's maximum.
+const ALL_PAGE: u32 = 1000;
 
 type Inner = ControlClient<InterceptedService<Channel, BearerToken>>;
 
@@ -72,13 +75,37 @@ impl Client {
         Ok(resp.map_err(|s| self.status(s))?.into_inner().task_id)
     }
 
-    /// Tasks, optionally in one state (`""` for all).
-    pub async fn list_tasks(&self, state: &str) -> anyhow::Result<Vec<v1::Task>> {
+    /// One page of tasks: `state` (`""` for all), at most `limit` (0 for
+    /// the master's default), after `cursor` (`""` for the first page).
+    pub async fn list_page(
+        &self,
+        state: &str,
+        limit: u32,
+        cursor: &str,
+    ) -> anyhow::Result<v1::ListTasksResponse> {
         let req = v1::ListTasksRequest {
             state: state.to_string(),
+            limit,
+            cursor: cursor.to_string(),
+            ..Default::default()
         };
         let resp = self.inner.clone().list_tasks(req).await;
-        Ok(resp.map_err(|s| self.status(s))?.into_inner().tasks)
+        Ok(resp.map_err(|s| self.status(s))?.into_inner())
+    }
+
+    /// Every task, optionally in one state (`""` for all), page by page:
+    /// active ones oldest first, then finished ones newest first.
+    pub async fn list_tasks(&self, state: &str) -> anyhow::Result<Vec<v1::Task>> {
+        let mut tasks = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.list_page(state, ALL_PAGE, &cursor).await?;
+            tasks.extend(page.tasks);
+            if page.next_cursor.is_empty() {
+                return Ok(tasks);
+            }
+            cursor = page.next_cursor;
+        }
     }
 
     pub async fn get_task(&self, task_id: u64) -> anyhow::Result<v1::Task> {
@@ -122,7 +149,11 @@ impl Client {
         let resp = self
             .inner
             .clone()
-            .task_logs(v1::TaskLogsRequest { task_id, follow })
+            .task_logs(v1::TaskLogsRequest {
+                task_id,
+                follow,
+                ..Default::default()
+            })
             .await;
         Ok(LogStream {
             inner: resp.map_err(|s| self.status(s))?.into_inner(),

@@ -15,7 +15,12 @@ pub enum Request {
         spec: TaskSpec,
         queue_anyway: bool,
     },
+    /// The first page of tasks, and how many more there are.
     ListTasks {
+        state: Option<TaskState>,
+    },
+    /// Every task, page after page (`task list --all`).
+    ListAllTasks {
         state: Option<TaskState>,
     },
     Queue,
@@ -122,6 +127,23 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
             }
         }
         Request::ListTasks { state } => {
+            let filter = state.map(|s| s.as_str()).unwrap_or("");
+            let page = client.list_page(filter, 0, "").await?;
+            if as_json {
+                emit_json(&json::tasks(&page.tasks));
+            } else {
+                emit(&render::task_table(&page.tasks));
+            }
+            if page.remaining > 0 {
+                let more = render::more_tasks(page.remaining, *state);
+                if as_json {
+                    eprint!("{more}"); // stdout stays one JSON document
+                } else {
+                    emit(&more);
+                }
+            }
+        }
+        Request::ListAllTasks { state } => {
             let filter = state.map(|s| s.as_str()).unwrap_or("");
             let tasks = client.list_tasks(filter).await?;
             if as_json {

@@ -225,9 +225,14 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
                 queue_anyway: s.queue_anyway,
             }
         }
-        Command::Task(TaskCommand::List { state }) => Request::ListTasks {
-            state: input::parse_state_filter(state.as_deref()).map_err(anyhow::Error::msg)?,
-        },
+        Command::Task(TaskCommand::List { state, all }) => {
+            let state = input::parse_state_filter(state.as_deref()).map_err(anyhow::Error::msg)?;
+            if all {
+                Request::ListAllTasks { state }
+            } else {
+                Request::ListTasks { state }
+            }
+        }
         Command::Task(TaskCommand::Show { id }) => Request::Show { task_id: id },
         Command::Task(TaskCommand::Logs { id, follow }) => Request::Logs {
             task_id: id,

@@ -93,6 +93,13 @@ pub fn labels_text(labels: &[v1::Label]) -> String {
 }
 
 /// The `task list` / `list-tasks` table.
+/// The last line of a task list that showed only its first page.
+pub fn more_tasks(remaining: u64, state: Option<berth_core::TaskState>) -> String {
+    let state = state.map_or(String::new(), |s| format!(" --state {}", s.as_str()));
+    let noun = if remaining == 1 { "task" } else { "tasks" };
+    format!("… and {remaining} more {noun}; `berth task list{state} --all` lists every one\n")
+}
+
 pub fn task_table(tasks: &[v1::Task]) -> String {
     if tasks.is_empty() {
         return "No tasks.\n".to_string();

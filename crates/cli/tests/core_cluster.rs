@@ -209,9 +209,7 @@ async fn kill_9_of_the_master_loses_no_acknowledged_task() {
     c.start_master(&[]);
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest {
-            state: String::new(),
-        })
+        .list_tasks(v1::ListTasksRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -296,9 +294,7 @@ async fn bad_input_is_refused_with_the_field_and_records_nothing() {
     // Nothing was recorded.
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest {
-            state: String::new(),
-        })
+        .list_tasks(v1::ListTasksRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -386,9 +382,7 @@ async fn the_shell_speaks_the_predecessors_commands() {
     assert!(all.contains("frobnicate"), "{all}");
     let mut client = c.client().await;
     let tasks = client
-        .list_tasks(v1::ListTasksRequest {
-            state: String::new(),
-        })
+        .list_tasks(v1::ListTasksRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -145,7 +145,7 @@ async fn log_of(c: &mut Client, id: u64) -> String {
     let mut s = c
         .task_logs(v1::TaskLogsRequest {
             task_id: id,
-            follow: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -4,14 +4,19 @@
 //!   allocation index, the reality check, liveness, the ledger audit).
 //! * `engine` — its one writer: batches commands, group-commits to the
 //!   store, then answers and messages workers.
-//! * `grpc` — the `Control` and `WorkerLink` services.
+//! * `api` — every client operation, once: submit, list, show, cancel,
+//!   logs, output files, workers, drain / register / unregister,
+//!   reconcile. The two transports below are adapters over it.
+//! * `grpc` — the `Control` service (an `api` adapter) and `WorkerLink`.
+//! * `http` — the REST/JSON API (an `api` adapter), Prometheus metrics and
+//!   the web dashboard.
 //! * `views` — state → wire messages.
 //! * `outputs` — task output files (`DATA_DIR/outputs/TASK_ID/…`).
-//! * `http` — the REST/JSON API, Prometheus metrics and the web dashboard.
 //! * `logs`, `token` — task log files, the cluster credential.
 //!
 //! Entry point: [`start`].
 
+pub mod api;
 pub mod engine;
 mod grpc;
 pub mod http;
@@ -181,6 +186,12 @@ pub async fn start(
         let _ = closer.send(engine::Command::CloseSessions);
         let _ = stop_tx.send(true);
     });
+    let api = api::Api::new(
+        engine.clone(),
+        logs.clone(),
+        outputs.clone(),
+        stop_rx.clone(),
+    );
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
@@ -196,11 +207,9 @@ pub async fn start(
                 })?;
             let bound = l.local_addr().map_err(io_err)?;
             let state = http::HttpState {
+                api: api.clone(),
                 engine: engine.clone(),
-                logs: logs.clone(),
                 token: token.clone(),
-                outputs: outputs.clone(),
-                stopping: stop_rx.clone(),
             };
             tokio::spawn(http::serve(l, state, wait_stop(stop_rx.clone())));
             std::fs::write(dir.join("http.addr"), format!("http://{bound}\n")).map_err(io_err)?;
@@ -212,8 +221,7 @@ pub async fn start(
         }
     };
 
-    let control =
-        grpc::ControlService::new(engine.clone(), logs.clone(), outputs.clone(), token.clone());
+    let control = grpc::ControlService::new(api, token.clone());
     let link = grpc::WorkerLinkService::new(
         engine,
         logs,

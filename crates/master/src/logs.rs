@@ -42,6 +42,15 @@ impl LogStore {
         f.write_all_at(data, offset)
     }
 
+    /// How many bytes the attempt's log holds (0 if it has none yet).
+    pub fn size(&self, a: AttemptId) -> io::Result<u64> {
+        match fs::metadata(self.path(a)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Read up to `max` bytes from `offset`; empty at the end (or if the
     /// attempt has no log yet).
     pub fn read(&self, a: AttemptId, offset: u64, max: usize) -> io::Result<Vec<u8>> {

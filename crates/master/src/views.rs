@@ -1,6 +1,6 @@
-//! Read-only views of the state as wire messages, for the Control service
-//! (and later the JSON API). They run on the engine thread, after the batch
-//! they observe is durable.
+//! Read-only views of the state as wire messages, for `crate::api` (which
+//! both the gRPC and the JSON API answer from). They run on the engine
+//! thread, after the batch they observe is durable.
 
 use crate::state::State;
 use berth_core::{TaskRecord, TaskState, WorkerRecord};
@@ -68,10 +68,6 @@ pub fn reconcile(report: crate::state::ReconcileReport) -> v1::ReconcileResponse
             })
             .collect(),
     }
-}
-
-pub fn tasks(s: &State, filter: Option<TaskState>) -> Vec<v1::Task> {
-    task_list(s, s.tasks().filter(|t| filter.is_none_or(|f| t.state == f)))
 }
 
 pub fn worker(s: &State, w: &WorkerRecord) -> v1::Worker {
@@ -146,7 +142,7 @@ mod tests {
             .unwrap();
         }
         s.schedule(0, &mut fx); // the first fills the worker; the rest wait
-        let list = tasks(&s, Some(TaskState::Queued));
+        let list = task_list(&s, s.tasks().filter(|t| t.state == TaskState::Queued));
         assert_eq!(list.len(), n);
         assert!(
             list[..EXPLAINED_PER_LIST]

@@ -1,31 +1,24 @@
-//! The REST/JSON API handlers under `/api/v1`: each maps one request onto
-//! the engine exactly as the gRPC `Control` service does (same commands,
-//! same views, same errors), and answers in JSON (`super::json`), or in
-//! plain text for logs.
+//! The REST/JSON API handlers under `/api/v1`: a thin adapter from HTTP
+//! to [`crate::api`]. Each handler reads its path, query and body, calls
+//! one operation, and writes the answer as JSON (`super::json`), or as
+//! plain text for logs and bytes for a file. Errors map once, in
+//! `super::error`.
 
 use super::HttpState;
-use super::error::ApiError;
+use super::error::HttpError;
 use super::{json, submit};
-use crate::engine::{Command, EngineHandle};
-use crate::logs::LogStore;
-use crate::state::{CancelError, SubmitError};
-use crate::views;
+use crate::api::{LogQuery, TaskFilter, TaskQuery};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_core::{AttemptId, TaskId, TaskRecord, TaskState};
-use berth_proto::attempt_to_wire;
-use serde_json::{Value, json};
-use std::time::Duration;
-
-/// How often a followed log is polled for new bytes.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-const LOG_READ: usize = 256 * 1024;
+use berth_core::TaskId;
+use serde_json::{Map, Value, json};
+use tokio_stream::StreamExt;
 
 /// `?a=1&b=x` → pairs, percent-decoded; names not in `allowed` are refused.
-fn params(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+fn params(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, HttpError> {
     let mut out = Vec::new();
     for part in raw.as_deref().unwrap_or("").split('&') {
         if part.is_empty() {
@@ -34,7 +27,7 @@ fn params(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         let (k, v) = (decode(k), decode(v));
         if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_field(
+            return Err(HttpError::bad_field(
                 k.clone(),
                 format!(
                     "{k}: unknown query parameter; this route takes {}",
@@ -75,104 +68,100 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn flag(field: &str, v: &str) -> Result<bool, ApiError> {
+fn flag(field: &str, v: &str) -> Result<bool, HttpError> {
     match v {
         "" | "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(ApiError::bad_field(
+        _ => Err(HttpError::bad_field(
             field,
             format!("{field}: '{v}' is not true or false"),
         )),
     }
 }
 
-fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+fn task_id(raw: &str) -> Result<TaskId, HttpError> {
     raw.trim_start_matches('#')
         .parse::<u64>()
         .map(TaskId)
-        .map_err(|_| ApiError::bad_field("id", format!("id: '{raw}' is not a task id")))
+        .map_err(|_| HttpError::bad_field("id", format!("id: '{raw}' is not a task id")))
 }
 
-async fn task_json(engine: &EngineHandle, id: TaskId) -> Result<Value, ApiError> {
-    engine
-        .query(move |s| s.task(id).map(|t| json::task(&views::task(s, t))))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))
+fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, HttpError> {
+    v.parse()
+        .map_err(|_| HttpError::bad_field(field, format!("{field}: '{v}' is not a whole number")))
 }
 
-/// `GET /api/v1/tasks?state=running&limit=100`: tasks in id order; with
-/// `limit`, the newest that many of those matching.
+/// A JSON object body with only the `allowed` fields; an empty body is `{}`.
+fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, HttpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        let example = match allowed.first() {
+            Some(f) => format!("a JSON object, example {{\"{f}\": true}}"),
+            None => "empty or {}".to_string(),
+        };
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {example}"),
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(HttpError::bad_field(
+            k.as_str(),
+            format!(
+                "{k}: unknown field; this route takes {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(obj)
+}
+
+/// A boolean field of a body: absent or null is false.
+fn body_flag(obj: &Map<String, Value>, field: &str) -> Result<bool, HttpError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(HttpError::bad_field(
+            field,
+            format!("{field}: must be true or false"),
+        )),
+    }
+}
+
+/// `GET /api/v1/tasks?state=&name=&worker=&limit=&cursor=`: one page of
+/// tasks, active ones oldest first, then finished ones newest first.
 pub async fn list_tasks(
     State(st): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let mut filter: Option<TaskState> = None;
-    let mut limit: Option<usize> = None;
-    for (k, v) in params(q, &["state", "limit"])? {
+) -> Result<Json<Value>, HttpError> {
+    let mut query = TaskQuery::default();
+    for (k, v) in params(q, &["state", "name", "worker", "limit", "cursor"])? {
         match k.as_str() {
-            "state" if v.is_empty() => {}
-            "state" => {
-                filter = Some(TaskState::parse(&v).ok_or_else(|| {
-                    let all: Vec<_> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::bad_field(
-                        "state",
-                        format!(
-                            "state: '{v}' is not a task state; use one of {}",
-                            all.join(", ")
-                        ),
-                    )
-                })?)
-            }
-            _ => {
-                limit = Some(v.parse().map_err(|_| {
-                    ApiError::bad_field("limit", format!("limit: '{v}' is not a whole number"))
-                })?)
-            }
+            "state" => query.filter.state = TaskFilter::parse_state("state", &v)?,
+            "name" => query.filter.name = Some(v).filter(|v| !v.is_empty()),
+            "worker" => query.filter.worker = Some(v).filter(|v| !v.is_empty()),
+            "limit" => query.limit = Some(number("limit", &v)?),
+            _ => query.cursor = Some(v).filter(|v| !v.is_empty()),
         }
     }
-    let body = st
-        .engine
-        .query(move |s| {
-            let matching: Vec<&TaskRecord> = s
-                .tasks()
-                .filter(|t| filter.is_none_or(|f| t.state == f))
-                .collect();
-            let total = matching.len();
-            let skip = limit.map_or(0, |l| total.saturating_sub(l));
-            let tasks: Vec<Value> = views::task_list(s, matching[skip..].iter().copied())
-                .iter()
-                .map(json::task)
-                .collect();
-            json!({ "tasks": tasks, "total": total })
-        })
-        .await?;
-    Ok(Json(body))
+    let page = st.api.list_tasks(query).await?;
+    Ok(Json(json!({
+        "tasks": page.tasks.iter().map(json::task).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+        "remaining": page.remaining,
+    })))
 }
 
 /// `POST /api/v1/tasks`: 201 with the new task, once it is durable.
-pub async fn submit_task(State(st): State<HttpState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn submit_task(State(st): State<HttpState>, body: Bytes) -> Result<Response, HttpError> {
     let (spec, queue_anyway) = submit::parse(&body)?;
-    let r = st
-        .engine
-        .call(|reply| Command::Submit {
-            spec,
-            queue_anyway,
-            reply,
-        })
-        .await?;
-    let id = match r {
-        Ok(id) => id,
-        Err(SubmitError::Invalid(e)) => {
-            return Err(ApiError::bad_field(e.field, format!("invalid task: {e}")));
-        }
-        Err(SubmitError::NeverFits(why)) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{why} (set \"queue_anyway\": true to queue it regardless)"),
-            ));
-        }
-    };
-    let task = task_json(&st.engine, id).await?;
+    let id = st.api.submit(spec, queue_anyway).await?;
+    let task = json::task(&st.api.show(id).await?);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
@@ -185,17 +174,8 @@ pub async fn submit_task(State(st): State<HttpState>, body: Bytes) -> Result<Res
 pub async fn get_task(
     State(st): State<HttpState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(task_json(&st.engine, task_id(&id)?).await?))
-}
-
-fn output_error(e: crate::outputs::OutputError) -> ApiError {
-    use crate::outputs::OutputError as E;
-    match e {
-        E::BadPath { .. } => ApiError::bad_field("path", e.to_string()),
-        E::NoSuchFile { .. } => ApiError::not_found(e.to_string()),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    }
+) -> Result<Json<Value>, HttpError> {
+    Ok(Json(json::task(&st.api.show(task_id(&id)?).await?)))
 }
 
 /// `GET /api/v1/tasks/{id}/files`: the files the task's latest attempt
@@ -203,166 +183,111 @@ fn output_error(e: crate::outputs::OutputError) -> ApiError {
 pub async fn task_files(
     State(st): State<HttpState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let task = task_id(&id)?;
-    task_json(&st.engine, task).await?; // 404 for an unknown task
-    let files = st.outputs.files(task).map_err(output_error)?;
-    let files: Vec<Value> = files
+    let files: Vec<Value> = st
+        .api
+        .task_files(task)
+        .await?
         .into_iter()
         .map(|f| json!({ "path": f.path, "size": f.size }))
         .collect();
     Ok(Json(json!({ "task_id": task.0, "files": files })))
 }
 
-/// `GET /api/v1/tasks/{id}/file?path=sub/a.txt`: one output file's bytes.
+/// `GET /api/v1/tasks/{id}/file?path=sub/a.txt`: one output file's bytes,
+/// streamed.
 pub async fn task_file(
     State(st): State<HttpState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let task = task_id(&id)?;
     let path = params(q, &["path"])?
         .into_iter()
         .find(|(k, _)| k == "path")
         .map(|(_, v)| v)
-        .ok_or_else(|| ApiError::bad_field("path", "path: missing; give ?path=FILE"))?;
-    let (mut file, size) = st.outputs.open_file(task, &path).map_err(output_error)?;
-    let bytes = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut buf = Vec::with_capacity(size as usize);
-        file.read_to_end(&mut buf).map(|_| buf)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reading {path}: {e}"),
-        )
-    })?;
+        .ok_or_else(|| HttpError::bad_field("path", "path: missing; give ?path=FILE"))?;
+    let (size, chunks) = st.api.task_file(task, &path).await?;
+    let body = chunks.map(|c| {
+        c.map(|c| Bytes::from(c.data))
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    });
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from(bytes),
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+/// `GET /api/v1/outputs`: every task that has output files.
+pub async fn outputs(State(st): State<HttpState>) -> Result<Json<Value>, HttpError> {
+    let tasks: Vec<Value> = st
+        .api
+        .outputs()
+        .await?
+        .iter()
+        .map(|t| {
+            json!({
+                "task_id": t.task_id,
+                "name": t.name,
+                "state": t.state,
+                "files": t.files,
+                "bytes": t.bytes,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tasks": tasks })))
 }
 
 /// `POST /api/v1/tasks/{id}/cancel`.
 pub async fn cancel_task(
     State(st): State<HttpState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let task = task_id(&id)?;
-    match st
-        .engine
-        .call(|reply| Command::Cancel { task, reply })
-        .await?
-    {
-        Ok(_) => Ok(Json(json!({ "task": task_json(&st.engine, task).await? }))),
-        Err(e @ CancelError::NoSuchTask(_)) => Err(ApiError::not_found(e.to_string())),
-        Err(e @ CancelError::AlreadyEnded(..)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
-        }
-    }
+) -> Result<Json<Value>, HttpError> {
+    let task = st.api.cancel(task_id(&id)?).await?;
+    Ok(Json(json!({ "task": json::task(&task) })))
 }
 
-/// `GET /api/v1/tasks/{id}/logs[?follow=true]`: every attempt's output in
-/// order, as plain text; with `follow`, streamed (chunked) until the task
-/// has ended and all of its output has been sent.
+/// `GET /api/v1/tasks/{id}/logs[?follow=true][&offset=N][&tail=N]`: every
+/// attempt's output in order, as plain text; with `follow`, streamed
+/// (chunked) until the task has ended and all of its output has been sent.
 pub async fn task_logs(
     State(st): State<HttpState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let id = task_id(&id)?;
-    let mut follow = false;
-    for (k, v) in params(q, &["follow"])? {
-        follow = flag(&k, &v)?;
+    let mut query = LogQuery::default();
+    for (k, v) in params(q, &["follow", "offset", "tail"])? {
+        match k.as_str() {
+            "follow" => query.follow = flag(&k, &v)?,
+            "offset" => query.offset = number("offset", &v)?,
+            _ => query.tail = Some(number("tail", &v)?),
+        }
     }
-    let exists = st.engine.query(move |s| s.task(id).is_some()).await?;
-    if !exists {
-        return Err(ApiError::not_found(format!("task {id} does not exist")));
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(stream_logs(
-        st.engine.clone(),
-        st.logs.clone(),
-        id,
-        follow,
-        st.stopping.clone(),
-        tx,
-    ));
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let chunks = st.api.logs(id, query).await?;
+    let body = chunks.map(|c| {
+        c.map(|c| Bytes::from(c.data))
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    });
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        body,
+        Body::from_stream(body),
     )
         .into_response())
 }
 
-/// Send every attempt's log in order; when following, poll until the task
-/// has ended (its final result is applied only after the worker has sent
-/// all of the log, so one more pass after that is complete). Stops when
-/// the client goes away.
-async fn stream_logs(
-    engine: EngineHandle,
-    logs: LogStore,
-    id: TaskId,
-    follow: bool,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    let mut offsets: Vec<(AttemptId, u64)> = Vec::new();
-    loop {
-        let Ok((attempts, ended)) = engine
-            .query(move |s| {
-                let ids: Vec<AttemptId> = s.attempts_of(id).map(|a| a.id).collect();
-                (ids, s.task(id).is_none_or(|t| t.state.is_terminal()))
-            })
-            .await
-        else {
-            return;
-        };
-        for a in attempts {
-            if !offsets.iter().any(|(x, _)| *x == a) {
-                offsets.push((a, 0));
-            }
-        }
-        for (a, off) in offsets.iter_mut() {
-            loop {
-                let data = match logs.read(*a, *off, LOG_READ) {
-                    Ok(d) if d.is_empty() => break,
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::warn!(attempt = %a, error = %e, "reading a task log");
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                *off += data.len() as u64;
-                if tx.send(Ok(Bytes::from(data))).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if !follow || ended || tx.is_closed() || *stopping.borrow() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(FOLLOW_POLL) => {}
-            _ = stopping.changed() => {}
-        }
-    }
-}
-
 /// `GET /api/v1/workers`: every worker, by name.
-pub async fn list_workers(State(st): State<HttpState>) -> Result<Json<Value>, ApiError> {
-    let workers = st.engine.query(views::workers).await?;
-    let list: Vec<Value> = workers.iter().map(json::worker).collect();
+pub async fn list_workers(State(st): State<HttpState>) -> Result<Json<Value>, HttpError> {
+    let list: Vec<Value> = st.api.workers().await?.iter().map(json::worker).collect();
     Ok(Json(json!({ "workers": list })))
 }
 
@@ -371,91 +296,59 @@ pub async fn list_workers(State(st): State<HttpState>) -> Result<Json<Value>, Ap
 pub async fn get_worker(
     State(st): State<HttpState>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let k = key.clone();
-    let found = st
-        .engine
-        .query(move |s| {
-            let by_id = s.workers().find(|w| w.id.0 == k);
-            let matches: Vec<_> = match by_id {
-                Some(w) => vec![w],
-                None => s.workers().filter(|w| w.name == k).collect(),
-            };
-            match matches.as_slice() {
-                [w] => {
-                    let mut v = json::worker(&views::worker(s, w));
-                    let held: Vec<Value> = s
-                        .ledger()
-                        .attempts_on(&w.id)
-                        .filter_map(|a| s.attempt(a))
-                        .map(|a| json::attempt(&attempt_to_wire(a, &w.name)))
-                        .collect();
-                    v["attempts"] = Value::Array(held);
-                    Ok(Some(v))
-                }
-                [] => Ok(None),
-                many => Err(many.iter().map(|w| w.id.0.clone()).collect::<Vec<_>>()),
-            }
-        })
-        .await?;
-    match found {
-        Ok(Some(v)) => Ok(Json(v)),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "no worker has the id or name '{key}'"
-        ))),
-        Err(ids) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{} workers are named '{key}'; ask by id: {}",
-                ids.len(),
-                ids.join(", ")
-            ),
-        )),
-    }
+) -> Result<Json<Value>, HttpError> {
+    let d = st.api.worker(&key).await?;
+    let mut v = json::worker(&d.worker);
+    v["attempts"] = d.attempts.iter().map(json::attempt).collect();
+    Ok(Json(v))
+}
+
+/// The answer to an operator action on a worker.
+fn worker_action(action: &str, name: &str, message: String) -> Json<Value> {
+    Json(json!({ "action": action, "worker": name, "message": message }))
+}
+
+/// `POST /api/v1/workers/{id}/drain` (by name): no new placements there.
+pub async fn drain_worker(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    object_body(&body, &[])?;
+    let message = st.api.drain(&name).await?;
+    Ok(worker_action("drain", &name, message))
+}
+
+/// `POST /api/v1/workers/{id}/register` (by name): allow it to join.
+pub async fn register_worker(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    object_body(&body, &[])?;
+    let message = st.api.register(&name).await?;
+    Ok(worker_action("register", &name, message))
+}
+
+/// `POST /api/v1/workers/{id}/unregister` (by name) with
+/// `{"confirm_dead": bool}` (an empty body is a plain unregister).
+pub async fn unregister_worker(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let obj = object_body(&body, &["confirm_dead"])?;
+    let confirm_dead = body_flag(&obj, "confirm_dead")?;
+    let message = st.api.unregister(&name, confirm_dead).await?;
+    Ok(worker_action("unregister", &name, message))
 }
 
 /// `POST /api/v1/reconcile` with `{"dry_run": bool}` (an empty body is a
 /// real run): the audit behind `fix-resources`, and its report.
-pub async fn reconcile(State(st): State<HttpState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let dry_run = if body.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
-        let Value::Object(obj) = v else {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object, e.g. {\"dry_run\": true}",
-            ));
-        };
-        if let Some(k) = obj.keys().find(|k| k.as_str() != "dry_run") {
-            return Err(ApiError::bad_field(
-                k.as_str(),
-                format!("{k}: unknown field; the only field is dry_run"),
-            ));
-        }
-        match obj.get("dry_run") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(ApiError::bad_field(
-                    "dry_run",
-                    "dry_run: must be true or false",
-                ));
-            }
-        }
-    };
-    let report = st
-        .engine
-        .call(|reply| Command::Reconcile { dry_run, reply })
-        .await?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reconciling: {e}"),
-            )
-        })?;
-    Ok(Json(json::reconcile(&views::reconcile(report))))
+pub async fn reconcile(State(st): State<HttpState>, body: Bytes) -> Result<Json<Value>, HttpError> {
+    let obj = object_body(&body, &["dry_run"])?;
+    let dry_run = body_flag(&obj, "dry_run")?;
+    Ok(Json(json::reconcile(&st.api.reconcile(dry_run).await?)))
 }
 
 #[cfg(test)]
@@ -479,6 +372,25 @@ mod tests {
         assert!(flag("follow", "true").unwrap());
         assert!(!flag("follow", "0").unwrap());
         assert!(flag("follow", "maybe").is_err());
+    }
+
+    #[test]
+    fn bodies_take_only_their_fields() {
+        assert!(object_body(b"  ", &["dry_run"]).unwrap().is_empty());
+        let obj = object_body(br#"{"confirm_dead": true}"#, &["confirm_dead"]).unwrap();
+        assert!(body_flag(&obj, "confirm_dead").unwrap());
+        let e = object_body(br#"{"confirm": true}"#, &["confirm_dead"]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("confirm"));
+        let obj = object_body(br#"{"dry_run": "yes"}"#, &["dry_run"]).unwrap();
+        assert_eq!(
+            body_flag(&obj, "dry_run").unwrap_err().field.as_deref(),
+            Some("dry_run")
+        );
+        assert_eq!(object_body(b"[1]", &[]).unwrap_err().field, None);
+        assert_eq!(
+            number::<u32>("limit", "x").unwrap_err().field.as_deref(),
+            Some("limit")
+        );
     }
 
     #[test]

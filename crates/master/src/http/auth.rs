@@ -3,7 +3,7 @@
 //! refused request reaches no handler, so it changes nothing.
 
 use super::HttpState;
-use super::error::ApiError;
+use super::error::HttpError;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -14,17 +14,17 @@ pub async fn require_token(
     State(state): State<HttpState>,
     req: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().ok().and_then(bearer).unwrap_or(""));
     match presented {
-        None => Err(ApiError::new(
+        None => Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             "missing cluster token: send `Authorization: Bearer TOKEN` with the token in the master's DATA_DIR/token",
         )),
-        Some(t) if !same(t.as_bytes(), state.token.as_bytes()) => Err(ApiError::new(
+        Some(t) if !same(t.as_bytes(), state.token.as_bytes()) => Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             "wrong cluster token: use the token in the master's DATA_DIR/token",
         )),

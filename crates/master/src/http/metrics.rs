@@ -8,7 +8,7 @@
 //! floats).
 
 use super::HttpState;
-use super::error::ApiError;
+use super::error::HttpError;
 use crate::state::{Counters, LATENCY_BUCKETS_MS, State};
 use axum::extract::State as Extract;
 use axum::http::header;
@@ -83,7 +83,7 @@ fn sample(s: &State) -> Sample {
     }
 }
 
-pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, ApiError> {
+pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, HttpError> {
     let mut s = st.engine.query(sample).await?;
     let health = st.engine.health();
     s.commit_failures = health.commit_failures();

@@ -1,7 +1,8 @@
 //! The master's HTTP listener: the operator faces of berth.
 //!
-//! * `/api/v1/…` — the REST/JSON API (`api`, `submit`, `json`): the same
-//!   operations as the gRPC `Control` service, through the same engine.
+//! * `/api/v1/…` — the REST/JSON API (`api`, `submit`, `json`): an adapter
+//!   over [`crate::api`], the same operations as the gRPC `Control`
+//!   service.
 //! * `/metrics` — Prometheus text exposition (`metrics`).
 //! * `/` — the web dashboard, one self-contained HTML page (`dashboard`).
 //! * `/openapi.json` — the OpenAPI 3 description of all of the above
@@ -11,8 +12,8 @@
 //! Every route is listed once, in [`ROUTES`]; the router is built from that
 //! table, so the table, the router and the OpenAPI document cannot drift
 //! apart unnoticed. Routes marked `auth` need `Authorization: Bearer
-//! TOKEN` with the cluster token (`auth`). Reads go through
-//! [`EngineHandle::query`], writes through the engine's commands: HTTP
+//! TOKEN` with the cluster token (`auth`). Client operations go through
+//! [`Api`]; only `/healthz` and `/metrics` read the engine directly. HTTP
 //! holds no state of its own.
 
 mod api;
@@ -26,8 +27,8 @@ mod submit;
 
 pub use openapi::OPENAPI_JSON;
 
+use crate::api::Api;
 use crate::engine::EngineHandle;
-use crate::logs::LogStore;
 use axum::Router;
 use axum::extract::State as Extract;
 use axum::http::StatusCode;
@@ -35,16 +36,13 @@ use axum::routing::{MethodRouter, get, post};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// What every handler needs: the engine, the task logs and the token.
+/// What every handler needs: the operations, the engine (for health and
+/// metrics) and the token.
 #[derive(Clone)]
 pub struct HttpState {
+    pub api: Api,
     pub engine: EngineHandle,
-    pub logs: LogStore,
     pub token: Arc<str>,
-    /// Task output files.
-    pub outputs: crate::outputs::OutputStore,
-    /// Turns `true` when the master stops: followed logs end then.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One route the HTTP listener serves.
@@ -76,8 +74,12 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/tasks/{id}/logs", true),
     route("GET", "/api/v1/tasks/{id}/files", true),
     route("GET", "/api/v1/tasks/{id}/file", true),
+    route("GET", "/api/v1/outputs", true),
     route("GET", "/api/v1/workers", true),
     route("GET", "/api/v1/workers/{id}", true),
+    route("POST", "/api/v1/workers/{id}/drain", true),
+    route("POST", "/api/v1/workers/{id}/register", true),
+    route("POST", "/api/v1/workers/{id}/unregister", true),
     route("POST", "/api/v1/reconcile", true),
 ];
 
@@ -105,7 +107,11 @@ fn handler(r: &Route) -> MethodRouter<HttpState> {
         ("GET", "/api/v1/tasks/{id}/files") => get(api::task_files),
         ("GET", "/api/v1/tasks/{id}/file") => get(api::task_file),
         ("GET", "/api/v1/workers") => get(api::list_workers),
+        ("GET", "/api/v1/outputs") => get(api::outputs),
         ("GET", "/api/v1/workers/{id}") => get(api::get_worker),
+        ("POST", "/api/v1/workers/{id}/drain") => post(api::drain_worker),
+        ("POST", "/api/v1/workers/{id}/register") => post(api::register_worker),
+        ("POST", "/api/v1/workers/{id}/unregister") => post(api::unregister_worker),
         ("POST", "/api/v1/reconcile") => post(api::reconcile),
         (m, p) => panic!("route {m} {p} is listed in ROUTES but has no handler"),
     }
