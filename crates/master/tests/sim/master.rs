@@ -250,6 +250,16 @@ impl Master {
         self.inbox.push(Command::Cancel { task, reply });
     }
 
+    /// An operator drains a worker (by name): it takes no new work.
+    pub fn drain(&mut self, name: String) {
+        let (reply, _) = oneshot::channel();
+        self.inbox.push(Command::Admin {
+            op: berth_master::engine::AdminOp::Drain,
+            name,
+            reply,
+        });
+    }
+
     /// A dry-run reconciliation: the records must equal the state.
     pub fn audit(&mut self) {
         let (reply, answer) = oneshot::channel();

@@ -15,7 +15,7 @@
 //! dropped (the connection dies, noticed by the master or left half-open),
 //! duplicated and delayed (so reordered) messages; partitions of single
 //! workers; cancels; tasks that ignore SIGTERM, have time limits, are at
-//! most once, or are pinned to a worker. Then faults stop, everything is
+//! most once, pinned to a worker, or need a GPU; drains. Then faults stop, everything is
 //! healed and time passes, and the end state is checked.
 //!
 //! Checked after every step: the master's own invariants, and that its
@@ -313,7 +313,8 @@ impl World {
                     cpu_millis: self.rng.range(250, 4_000),
                     memory_bytes: self.rng.range(0, 2_048) << 20,
                     storage_bytes: 0,
-                    gpus: 0,
+                    // Some need a GPU (odd machines have two).
+                    gpus: u32::from(self.rng.chance(100)),
                 },
             );
             // Some have a time limit, which the agent enforces.
@@ -330,6 +331,13 @@ impl World {
                 spec.pinned_worker = Some(format!("w{w}"));
             }
             self.master.as_mut().unwrap().submit(spec);
+        }
+        // Now and then an operator drains a worker (for good: its running
+        // tasks finish, nothing new goes there; pinned tasks wait).
+        if self.rng.chance(1) && self.rng.chance(100) {
+            let w = self.rng.below(self.workers.len() as u64);
+            self.note(format!("DRAIN w{w}"));
+            self.master.as_mut().unwrap().drain(format!("w{w}"));
         }
         // Cancels, often enough to meet starts in flight.
         if self.rng.chance(8) && !self.acked.is_empty() {
@@ -561,6 +569,25 @@ impl World {
                     m.index,
                     m.core_running()
                 )));
+            }
+            // Each GPU is given to one running process at a time, and
+            // only GPUs the machine has.
+            let mut gpus_in_use = BTreeSet::new();
+            for (aid, p) in &m.procs {
+                if p.gpu_ids.len() != p.resources.gpus as usize {
+                    return Err(self.fail(format!(
+                        "w{} runs attempt {aid} asking for {} GPU(s) with ids {:?}",
+                        m.index, p.resources.gpus, p.gpu_ids
+                    )));
+                }
+                for g in &p.gpu_ids {
+                    if *g >= m.total.gpus || !gpus_in_use.insert(*g) {
+                        return Err(self.fail(format!(
+                            "w{} gives GPU {g} to attempt {aid} while it is taken or absent ({} GPUs)",
+                            m.index, m.total.gpus
+                        )));
+                    }
+                }
             }
             for (aid, p) in &m.procs {
                 runs.push((p.task, *aid, m.index));

@@ -258,6 +258,7 @@ pub fn worker_total(i: usize) -> Resources {
         cpu_millis: 4_000 + 2_000 * (i as u64 % 3),
         memory_bytes: 8 << 30,
         storage_bytes: 0,
-        gpus: 0,
+        // Odd machines have two GPUs.
+        gpus: 2 * (i as u32 % 2),
     }
 }

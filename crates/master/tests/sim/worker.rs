@@ -84,6 +84,8 @@ impl Folder {
 pub struct Proc {
     pub task: TaskId,
     pub resources: Resources,
+    /// The GPUs the master gave it (`BERTH_GPU_IDS` for a real task).
+    pub gpu_ids: Vec<u32>,
     pub ends_at: Millis,
     pub exit: i32,
     pub ignores_term: bool,
@@ -505,7 +507,7 @@ impl Machine {
                 meta,
                 spec,
                 limit_ms,
-                ..
+                gpu_ids,
             } => {
                 let mut f = Folder::new(meta);
                 f.limit = limit_ms.map(|l| (self.wall(now) + l as i64, l));
@@ -523,6 +525,7 @@ impl Machine {
                     Proc {
                         task: meta.task,
                         resources: meta.resources,
+                        gpu_ids,
                         ends_at: now + run_ms,
                         exit,
                         ignores_term: rng.chance(200),
