@@ -73,6 +73,12 @@ impl State {
         for w in self.workers.values_mut() {
             w.last_seen_ms += delta_ms;
         }
+        for (_, until) in self.backoff_until.values_mut() {
+            *until += delta_ms;
+        }
+        if let Some(w) = &mut self.backoff_wake {
+            *w += delta_ms;
+        }
         for until in self.leases.values_mut() {
             if *until != super::reports::UNTIL_IT_ENDS {
                 *until += delta_ms;

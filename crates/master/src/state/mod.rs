@@ -158,6 +158,10 @@ pub struct State {
     pub(crate) dirty: bool,
     /// When the earliest task in retry backoff becomes eligible again.
     pub(crate) backoff_wake: Option<Millis>,
+    /// Tasks in retry backoff: (attempts gone, until when), on the clock of
+    /// the workers' last signs of life (moved by `shift_liveness`), so a
+    /// step of the wall clock neither stretches nor skips a backoff.
+    pub(crate) backoff_until: HashMap<TaskId, (u32, Millis)>,
     pub(crate) counters: Counters,
 }
 
@@ -208,6 +212,7 @@ impl State {
             next_attempt: 1,
             dirty: true,
             backoff_wake: None,
+            backoff_until: HashMap::new(),
             counters: Counters::default(),
         };
         for mut w in snap.workers {

@@ -14,10 +14,16 @@ const ROUND_LIMIT: usize = 10_000;
 const BACKOFF_BASE_MS: Millis = 1_000;
 const BACKOFF_MAX_MS: Millis = 30_000;
 
+/// The backoff after `lost` attempts gone (from the second on).
+fn backoff_after(lost: u32) -> Millis {
+    (BACKOFF_BASE_MS << lost.saturating_sub(2).min(16)).min(BACKOFF_MAX_MS)
+}
+
 impl State {
-    /// When a queued task may be placed: now, or later while it backs off
-    /// after lost attempts.
-    pub fn eligible_at(&self, task: TaskId) -> Millis {
+    /// Where a queued task stands with retries: attempts gone, when its
+    /// backoff ends (`Millis::MIN` if none) and when the lease of an unknown
+    /// at-most-once attempt ends (`Millis::MIN` if none).
+    fn retry_standing(&self, task: TaskId) -> (u32, Millis, Millis) {
         let mut lost = 0u32;
         let mut last_end = Millis::MIN;
         // An at-most-once task waits until its unknown attempt has surely
@@ -35,10 +41,20 @@ impl State {
             }
         }
         if lost < 2 {
-            return lease;
+            return (lost, Millis::MIN, lease);
         }
-        let backoff = (BACKOFF_BASE_MS << (lost - 2).min(16)).min(BACKOFF_MAX_MS);
-        (last_end + backoff).max(lease)
+        let backoff_at = match self.backoff_until.get(&task) {
+            Some((l, until)) if *l == lost => *until,
+            _ => last_end + backoff_after(lost),
+        };
+        (lost, backoff_at, lease)
+    }
+
+    /// When a queued task may be placed: now, or later while it backs off
+    /// after lost attempts (or waits out a disconnect lease).
+    pub fn eligible_at(&self, task: TaskId) -> Millis {
+        let (_, backoff_at, lease) = self.retry_standing(task);
+        backoff_at.max(lease)
     }
 
     /// Why a queued task is waiting (empty if it is not queued).
@@ -83,11 +99,21 @@ impl State {
         self.backoff_wake = None;
         let mut wake: Option<Millis> = None;
         let mut pending: Vec<PendingTask> = Vec::new();
+        let mut backoffs: Vec<(TaskId, (u32, Millis))> = Vec::new();
         for id in self.queue.iter() {
             if pending.len() >= ROUND_LIMIT {
                 break;
             }
-            let at = self.eligible_at(*id);
+            let (lost, mut backoff_at, lease) = self.retry_standing(*id);
+            if lost >= 2 && self.backoff_until.get(id).is_none_or(|(l, _)| *l != lost) {
+                // First seen in this backoff: it ends at most one backoff
+                // from now (the wall clock may have stepped back since the
+                // attempt ended), and from now on moves with the workers'
+                // liveness clock, not with the wall clock's steps.
+                backoff_at = backoff_at.min(now + backoff_after(lost));
+                backoffs.push((*id, (lost, backoff_at)));
+            }
+            let at = backoff_at.max(lease);
             if at > now {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
                 continue;
@@ -98,6 +124,9 @@ impl State {
             }
         }
         self.backoff_wake = wake;
+        let queue = &self.queue;
+        self.backoff_until.retain(|t, _| queue.contains(t));
+        self.backoff_until.extend(backoffs);
         // `place` binds what it decides in the index; the commit below binds
         // the same in the ledger (or undoes the index's bind).
         let round = place(&mut self.index, &pending, &self.config.placement, now);

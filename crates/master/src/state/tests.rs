@@ -622,6 +622,41 @@ fn a_heartbeat_from_before_a_start_arrived_does_not_free_a_cancelled_attempt() {
     s.check_invariants().unwrap();
 }
 
+/// The master's wall clock steps an hour back while a task backs off: the
+/// backoff ends one backoff later on the new clock, not an hour later (and
+/// an hour forward does not skip it).
+#[test]
+fn a_wall_clock_step_neither_stretches_nor_skips_a_retry_backoff() {
+    for step in [-3_600_000, 3_600_000] {
+        let mut s = State::new(StateConfig::default());
+        let mut fx = Effects::default();
+        let t = s.submit(spec(1_000, 0), true, 0, &mut fx).unwrap();
+        let lose = |s: &mut State, now: i64, fx: &mut Effects| {
+            s.hello(hello("w", 4_000), now, fx).unwrap();
+            assert_eq!(s.schedule(now, fx), 1, "placed at {now}");
+            let a = s.live_attempt(t).unwrap().id;
+            report(s, a, AttemptState::Running, None, now, fx);
+            s.hello(hello("w", 4_000), now + 10, fx).unwrap();
+        };
+        lose(&mut s, 0, &mut fx);
+        lose(&mut s, 10, &mut fx);
+        // Backing off for 1 s from t=20.
+        assert_eq!(s.schedule(100, &mut fx), 0);
+        // The wall clock steps; the engine moves liveness by the step.
+        s.shift_liveness(step);
+        let now = 100 + step;
+        assert_eq!(s.schedule(now + 500, &mut fx), 0, "not skipped ({step})");
+        s.tick(now + 1_000, &mut fx);
+        assert_eq!(
+            s.schedule(now + 1_000, &mut fx),
+            1,
+            "placed one backoff later on the new clock ({step}): {}",
+            s.wait_reason_at(t, now + 1_000)
+        );
+        s.check_invariants().unwrap();
+    }
+}
+
 #[test]
 fn lost_attempts_retry_with_backoff_then_fail() {
     let mut s = State::new(StateConfig::default());
