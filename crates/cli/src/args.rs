@@ -449,8 +449,9 @@ fn parse_http(s: &str) -> Result<HttpAddr, String> {
 
 /// `binpack` or `spread`.
 pub fn parse_strategy(s: &str) -> Result<berth_core::Strategy, String> {
-    berth_core::Strategy::parse(s.trim())
-        .ok_or_else(|| format!("'{s}' is not a strategy; use binpack or spread"))
+    s.trim()
+        .parse::<berth_core::Strategy>()
+        .map_err(|_| format!("'{s}' is not a strategy; use binpack or spread"))
 }
 
 /// A setting's duration, in core's one grammar (`500ms`, `1s`, `1.5s`,

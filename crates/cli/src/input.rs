@@ -133,9 +133,11 @@ pub fn parse_task_id(text: &str) -> Result<u64, String> {
 pub fn parse_state_filter(text: Option<&str>) -> Result<Option<TaskState>, String> {
     match text.map(str::trim) {
         None | Some("") | Some("all") => Ok(None),
-        Some(s) => TaskState::parse(&s.to_ascii_lowercase())
+        Some(s) => s
+            .to_ascii_lowercase()
+            .parse::<TaskState>()
             .map(Some)
-            .ok_or_else(|| {
+            .map_err(|_| {
                 let states: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
                 format!(
                     "'{s}' is not a task state; states: {}, all",

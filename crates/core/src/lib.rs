@@ -9,6 +9,7 @@
 
 pub mod attempt;
 pub mod ids;
+pub mod names;
 pub mod resources;
 pub mod spec_input;
 pub mod task;
@@ -18,6 +19,7 @@ pub mod worker;
 
 pub use attempt::{AttemptRecord, AttemptState};
 pub use ids::{AttemptId, TaskId, WorkerId};
+pub use names::UnknownName;
 pub use resources::{Resources, Shortfall};
 pub use spec_input::{Raw, SpecInput, build_spec};
 pub use task::{DriverKind, Strategy, TaskEvent, TaskRecord, TaskSpec, TaskState, TransitionError};

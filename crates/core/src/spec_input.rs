@@ -227,7 +227,7 @@ pub fn build_spec(input: &SpecInput) -> Result<TaskSpec, InputError> {
             None => None,
             Some(raw) => {
                 let s = raw.string("strategy", "\"binpack\" or \"spread\"")?;
-                Some(Strategy::parse(s.trim()).ok_or_else(|| {
+                Some(s.trim().parse::<Strategy>().map_err(|_| {
                     InputError::new(
                         "strategy",
                         format!("'{s}' is not a strategy; use binpack or spread"),
