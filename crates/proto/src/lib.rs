@@ -10,6 +10,7 @@ pub mod v1 {
 mod auth;
 mod convert;
 pub mod json;
+pub mod outputs;
 pub mod report;
 
 pub use auth::{BearerToken, TOKEN_PREFIX, check_bearer};
