@@ -522,3 +522,49 @@ mod tests {
         assert_eq!(s.resources.cpu_millis, 2500);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::units::{MIB, format_cores_exact, format_duration_ms, format_size};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What a face types (the exact formats of each value) builds the
+        /// spec with those values, and JSON numbers build the same spec.
+        #[test]
+        fn typed_values_build_back(
+            millis in 1u64..=4_096_000,
+            mib in 0u64..(64 << 20),
+            timeout_ms in 1u64..(365 * 24 * 3_600_000),
+            priority in -1000i32..=1000,
+            retries in 0u32..=100,
+        ) {
+            let typed = SpecInput {
+                command: Raw::words(vec!["true".into()]),
+                cpu: Raw::text(Some(format_cores_exact(millis))),
+                memory: Raw::text(Some(format_size(mib * MIB))),
+                timeout: Raw::text(Some(format_duration_ms(timeout_ms))),
+                priority: Raw::text(Some(priority.to_string())),
+                retries: Raw::text(Some(retries.to_string())),
+                ..SpecInput::default()
+            };
+            let s = build_spec(&typed).unwrap();
+            prop_assert_eq!(s.resources.cpu_millis, millis);
+            prop_assert_eq!(s.resources.memory_bytes, mib * MIB);
+            prop_assert_eq!(s.timeout_ms, Some(timeout_ms));
+            prop_assert_eq!((s.priority, s.retries), (priority, retries));
+            let json = SpecInput {
+                memory: Some(Raw::Whole(mib * MIB)),
+                priority: Some(if priority < 0 {
+                    Raw::Signed(priority.into())
+                } else {
+                    Raw::Whole(priority as u64)
+                }),
+                retries: Some(Raw::Whole(retries.into())),
+                ..typed
+            };
+            prop_assert_eq!(build_spec(&json).unwrap(), s);
+        }
+    }
+}
