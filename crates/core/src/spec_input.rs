@@ -409,34 +409,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_and_the_limit() {
-        let e = build_spec(&SpecInput {
-            cpu: text("0"),
-            ..run(&["true"])
-        })
-        .unwrap_err();
-        assert_eq!(e.to_string(), "cpu: 0 is below the minimum of 0.001 cores");
-        let e = build_spec(&SpecInput {
-            cpu: text("5000"),
-            ..run(&["true"])
-        })
-        .unwrap_err();
-        assert_eq!(e.field, "cpu");
-        assert!(e.message.contains("4096"), "{e}");
-        let e = build_spec(&SpecInput {
-            retries: text("101"),
-            ..run(&["true"])
-        })
-        .unwrap_err();
-        assert_eq!(e.to_string(), "retries: 101 exceeds the limit of 100");
-        let e = build_spec(&SpecInput {
-            priority: text("5000"),
-            ..run(&["true"])
-        })
-        .unwrap_err();
-        assert!(
-            e.to_string().starts_with("priority: 5000 is outside"),
-            "{e}"
-        );
+        type Edit = fn(&mut SpecInput);
+        let cases: [(Edit, &str); 4] = [
+            (
+                |i| i.cpu = text("0"),
+                "cpu: 0 is below the minimum of 0.001 cores",
+            ),
+            (
+                |i| i.cpu = text("5000"),
+                "cpu: 5000 cores exceeds the limit of 4096 cores",
+            ),
+            (
+                |i| i.retries = text("101"),
+                "retries: 101 exceeds the limit of 100",
+            ),
+            (
+                |i| i.priority = text("5000"),
+                "priority: 5000 is outside -1000..1000",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut input = run(&["true"]);
+            edit(&mut input);
+            assert_eq!(build_spec(&input).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]
