@@ -193,12 +193,9 @@ pub fn parse_count(field: &'static str, text: &str) -> Result<u32, InputError> {
 }
 
 /// Bytes as the text [`parse_size`] reads back exactly, for sizes in
-/// whole MiB (what `parse_size` returns): `"8G"`, `"1536M"`, `"2T"`.
+/// whole MiB (what `parse_size` returns): `"8G"`, `"1536M"`, `"2048G"`.
 pub fn format_size(bytes: u64) -> String {
-    const TIB: u64 = 1 << 40;
-    if bytes != 0 && bytes.is_multiple_of(TIB) {
-        format!("{}T", bytes / TIB)
-    } else if bytes.is_multiple_of(GIB) {
+    if bytes.is_multiple_of(GIB) {
         format!("{}G", bytes / GIB)
     } else {
         format!("{}M", bytes / MIB)
@@ -341,7 +338,7 @@ mod tests {
         assert_eq!(format_duration_ms(0), "0s");
         assert_eq!(format_size(8 * GIB), "8G");
         assert_eq!(format_size(1536 * MIB), "1536M");
-        assert_eq!(format_size(2 << 40), "2T");
+        assert_eq!(format_size(2 << 40), "2048G");
         assert_eq!(format_size(0), "0G");
         assert_eq!(format_cores_exact(2500), "2.5");
         assert_eq!(format_cores_exact(125), "0.125");
