@@ -453,37 +453,23 @@ fn parse_http(s: &str) -> Result<HttpAddr, String> {
 
 /// `binpack` or `spread`.
 pub fn parse_strategy(s: &str) -> Result<berth_core::Strategy, String> {
-    berth_core::Strategy::parse(s.trim())
-        .ok_or_else(|| format!("'{s}' is not a strategy; use binpack or spread"))
+    s.trim()
+        .parse::<berth_core::Strategy>()
+        .map_err(|_| format!("'{s}' is not a strategy; use binpack or spread"))
 }
 
-/// `500ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds. Must be
-/// positive and at most a day.
+/// A setting's duration, in core's one grammar (`500ms`, `1s`, `1.5s`,
+/// `2m`, `1h30m`; a bare number is seconds). Must be at least 1ms and at
+/// most a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else {
-        (t, 1000.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 1s, 2m)"))?;
-    let ms = v * unit_ms;
-    if !ms.is_finite() || ms < 1.0 {
+    let ms = berth_core::units::parse_duration_ms("duration", s).map_err(|e| e.message)?;
+    if ms < 1 {
         return Err(format!("'{s}' must be at least 1ms"));
     }
-    if ms > 86_400_000.0 {
+    if ms > 86_400_000 {
         return Err(format!("'{s}' is longer than a day"));
     }
-    Ok(Duration::from_millis(ms.round() as u64))
+    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -503,7 +489,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        for bad in ["0s", "-1s", "abc", "NaNs", "2d", "1e9h"] {
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        for bad in ["0s", "-1s", "abc", "NaNs", "2d", "1e9h", "0.4ms"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -290,7 +290,7 @@ async fn copy_logs(client: &Client, task_id: u64, follow: bool) -> anyhow::Resul
 /// it ended.
 async fn monitor(client: &Client, task_id: u64) -> anyhow::Result<()> {
     let task = client.get_task(task_id).await?;
-    if task.state == TaskState::Queued.as_str() && !task.wait_reason.is_empty() {
+    if task.task_state() == Ok(TaskState::Queued) && !task.wait_reason.is_empty() {
         emit(&format!(
             "Task {task_id} is queued: {} (waiting; Ctrl-C to stop monitoring)\n",
             task.wait_reason

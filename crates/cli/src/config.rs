@@ -18,8 +18,8 @@
 use crate::args::{DevArgs, MasterArgs, ResourceArgs, SchedulingArgs, WorkerArgs};
 use crate::args::{parse_addr, parse_duration};
 use anyhow::{Context, anyhow, bail};
-use berth_core::units::{GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES, MIB};
-use berth_core::units::{parse_cores, parse_gpus, parse_size};
+use berth_core::units::{GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES};
+use berth_core::units::{format_cores_exact, format_size, parse_cores, parse_gpus, parse_size};
 use berth_master::MasterConfig;
 use berth_worker::WorkerConfig;
 use std::collections::BTreeMap;
@@ -1093,21 +1093,23 @@ impl Shape {
         opt_line(
             out,
             "cpus",
-            self.cpus.as_ref().map(|s| (cores_text(s.value), &s.origin)),
+            self.cpus
+                .as_ref()
+                .map(|s| (format_cores_exact(s.value), &s.origin)),
         );
         opt_line(
             out,
             "memory",
             self.memory
                 .as_ref()
-                .map(|s| (size_text(s.value), &s.origin)),
+                .map(|s| (format_size(s.value), &s.origin)),
         );
         opt_line(
             out,
             "storage",
             self.storage
                 .as_ref()
-                .map(|s| (size_text(s.value), &s.origin)),
+                .map(|s| (format_size(s.value), &s.origin)),
         );
         match &self.gpus {
             Some(s) => line(out, "gpus", &(s.value.to_string(), s.origin.clone())),
@@ -1118,7 +1120,7 @@ impl Shape {
             out,
             "max_output",
             &(
-                quoted(&size_text(self.max_output.value)),
+                quoted(&format_size(self.max_output.value)),
                 self.max_output.origin.clone(),
             ),
         );
@@ -1287,32 +1289,7 @@ fn dur(s: &Setting<Duration>) -> (String, Origin) {
 
 /// `1s`, `1500ms`: what [`parse_duration`] reads back.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// Millicores as the cores a user types: `2`, `2.5`, `0.125`.
-fn cores_text(millis: u64) -> String {
-    let whole = millis / 1000;
-    let frac = millis % 1000;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let f = format!("{frac:03}");
-    format!("{whole}.{}", f.trim_end_matches('0'))
-}
-
-/// Bytes (whole MiB) as `8G` or `1536M`.
-fn size_text(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        format!("{}G", bytes / GIB)
-    } else {
-        format!("{}M", bytes / MIB)
-    }
+    berth_core::units::format_duration_ms(d.as_millis() as u64)
 }
 
 /// The documentation table (`docs/CONFIGURATION.md`) for [`KEYS`]; a test
@@ -1346,6 +1323,7 @@ fn keys_table() -> String {
 mod tests {
     use super::*;
     use crate::args::{Cli, Command};
+    use berth_core::units::MIB;
     use clap::Parser;
 
     fn sources(file: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Sources> {
@@ -1637,11 +1615,11 @@ mod tests {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
-        assert_eq!(cores_text(2500), "2.5");
-        assert_eq!(cores_text(125), "0.125");
-        assert_eq!(cores_text(4000), "4");
-        assert_eq!(size_text(8 * GIB), "8G");
-        assert_eq!(size_text(512 * MIB), "512M");
+        assert_eq!(format_cores_exact(2500), "2.5");
+        assert_eq!(format_cores_exact(125), "0.125");
+        assert_eq!(format_cores_exact(4000), "4");
+        assert_eq!(format_size(8 * GIB), "8G");
+        assert_eq!(format_size(512 * MIB), "512M");
     }
 
     #[test]

@@ -1,21 +1,14 @@
 //! User input to requests, shared by the scriptable subcommands and the
-//! shell: a task's flags (as the raw strings the user typed) become a
-//! validated `TaskSpec`, and task ids and task states are checked here.
+//! shell: a task's flags become a core `SpecInput`, built into a validated
+//! `TaskSpec` by `berth_core::build_spec` (the one parser every face uses);
+//! an error is shown with the flag the user typed for its field. Task ids
+//! and task states are checked here too.
 //!
-//! Pure: no I/O. Units are converted once, by `berth_core::units`; every
-//! error names the field (and the flag the user typed for it).
+//! Pure: no I/O.
 
-use berth_core::units::{GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES};
-use berth_core::units::{parse_cores, parse_count, parse_duration_ms, parse_gpus, parse_size};
-use berth_core::validate::{InputError, validate_spec};
-use berth_core::{DriverKind, Resources, TaskSpec, TaskState};
+use berth_core::validate::InputError;
+use berth_core::{SpecInput, TaskSpec, TaskState};
 use std::fmt;
-
-/// Defaults when a flag is not given.
-pub const DEFAULT_CPU: &str = "1";
-pub const DEFAULT_MEM: &str = "0.5G";
-pub const DEFAULT_STORAGE: &str = "0";
-pub const DEFAULT_GPUS: &str = "0";
 
 /// The flag names one surface (CLI or shell) uses for each spec field, so
 /// that an error can name both the field and what the user typed.
@@ -82,7 +75,7 @@ impl FlagNames {
             "retries" => self.retries,
             "timeout" => self.timeout,
             "priority" => self.priority,
-            "constraint" => self.constraint,
+            "constraint" | "constraints" => self.constraint,
             "strategy" => self.strategy,
             "worker" => self.worker,
             "stop_after_disconnect" => self.stop_after_disconnect,
@@ -120,114 +113,10 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// A task request as typed: raw strings, not yet converted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpecInput {
-    /// Present: a container task (docker driver). Absent: a process task.
-    pub image: Option<String>,
-    pub cpu: Option<String>,
-    pub mem: Option<String>,
-    pub storage: Option<String>,
-    pub gpus: Option<String>,
-    pub name: Option<String>,
-    /// `KEY=VALUE` strings.
-    pub env: Vec<String>,
-    pub retries: Option<String>,
-    pub timeout: Option<String>,
-    /// Higher runs first (an integer).
-    pub priority: Option<String>,
-    /// `key=value` worker labels the task requires.
-    pub constraints: Vec<String>,
-    /// `binpack` or `spread`.
-    pub strategy: Option<String>,
-    /// Only this worker may run it (`dispatch`).
-    pub worker: Option<String>,
-    /// A duration: stop the task after this long without the master.
-    pub stop_after_disconnect: Option<String>,
-    pub command: Vec<String>,
-}
-
-/// Convert and validate a task request. Bare numbers for memory and storage
-/// are GB (2^30 bytes), as they were in the system berth replaces.
+/// Convert and validate a task request with core's one parser, naming
+/// the flag of the field at fault.
 pub fn build_spec(input: &SpecInput, flags: &FlagNames) -> Result<TaskSpec, SpecError> {
-    let err = |e: InputError| SpecError::new(e, flags);
-    let cpu = input.cpu.as_deref().unwrap_or(DEFAULT_CPU);
-    let mem = input.mem.as_deref().unwrap_or(DEFAULT_MEM);
-    let storage = input.storage.as_deref().unwrap_or(DEFAULT_STORAGE);
-    let gpus = input.gpus.as_deref().unwrap_or(DEFAULT_GPUS);
-    let resources = Resources {
-        cpu_millis: parse_cores("cpu", cpu).map_err(err)?,
-        memory_bytes: parse_size("memory", mem, GIB, MAX_MEMORY_BYTES).map_err(err)?,
-        storage_bytes: parse_size("storage", storage, GIB, MAX_STORAGE_BYTES).map_err(err)?,
-        gpus: parse_gpus("gpus", gpus).map_err(err)?,
-    };
-    let env = input
-        .env
-        .iter()
-        .map(|kv| parse_env(kv).map_err(err))
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = TaskSpec {
-        name: input.name.clone().unwrap_or_default(),
-        driver: if input.image.is_some() {
-            DriverKind::Docker
-        } else {
-            DriverKind::Process
-        },
-        image: input.image.clone(),
-        command: input.command.clone(),
-        env,
-        resources,
-        retries: match &input.retries {
-            Some(r) => parse_count("retries", r).map_err(err)?,
-            None => berth_core::task::DEFAULT_RETRIES,
-        },
-        timeout_ms: input
-            .timeout
-            .as_deref()
-            .map(|t| parse_duration_ms("timeout", t))
-            .transpose()
-            .map_err(err)?,
-        stop_after_disconnect_ms: input
-            .stop_after_disconnect
-            .as_deref()
-            .map(|t| parse_duration_ms("stop_after_disconnect", t))
-            .transpose()
-            .map_err(err)?,
-        priority: match &input.priority {
-            Some(p) => p.trim().parse::<i32>().map_err(|_| {
-                err(InputError::new(
-                    "priority",
-                    format!("'{p}' is not a whole number"),
-                ))
-            })?,
-            None => 0,
-        },
-        constraints: input
-            .constraints
-            .iter()
-            .map(|c| berth_core::validate::parse_label("constraint", c).map_err(err))
-            .collect::<Result<Vec<_>, _>>()?,
-        strategy: match input.strategy.as_deref() {
-            Some(s) => Some(berth_core::Strategy::parse(s).ok_or_else(|| {
-                err(InputError::new(
-                    "strategy",
-                    format!("'{s}' is not a strategy; use binpack or spread"),
-                ))
-            })?),
-            None => None,
-        },
-        pinned_worker: input.worker.clone(),
-    };
-    validate_spec(&spec).map_err(err)?;
-    Ok(spec)
-}
-
-/// `KEY=VALUE` → (key, value); the value may contain `=`.
-fn parse_env(kv: &str) -> Result<(String, String), InputError> {
-    match kv.split_once('=') {
-        Some((k, v)) => Ok((k.to_string(), v.to_string())),
-        None => Err(InputError::new("env", format!("'{kv}' is not KEY=VALUE"))),
-    }
+    berth_core::build_spec(input).map_err(|e| SpecError::new(e, flags))
 }
 
 /// A task id as typed (`12`, or `#12`).
@@ -244,9 +133,11 @@ pub fn parse_task_id(text: &str) -> Result<u64, String> {
 pub fn parse_state_filter(text: Option<&str>) -> Result<Option<TaskState>, String> {
     match text.map(str::trim) {
         None | Some("") | Some("all") => Ok(None),
-        Some(s) => TaskState::parse(&s.to_ascii_lowercase())
+        Some(s) => s
+            .to_ascii_lowercase()
+            .parse::<TaskState>()
             .map(Some)
-            .ok_or_else(|| {
+            .map_err(|_| {
                 let states: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
                 format!(
                     "'{s}' is not a task state; states: {}, all",
@@ -259,95 +150,42 @@ pub fn parse_state_filter(text: Option<&str>) -> Result<Option<TaskState>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_core::units::MIB;
+    use berth_core::Raw;
 
     fn process(cmd: &[&str]) -> SpecInput {
         SpecInput {
-            command: cmd.iter().map(|s| s.to_string()).collect(),
+            command: Raw::words(cmd.iter().map(|s| s.to_string()).collect()),
             ..SpecInput::default()
         }
     }
 
-    #[test]
-    fn defaults_are_one_core_half_a_gb() {
-        let s = build_spec(&process(&["true"]), &CLI_FLAGS).unwrap();
-        assert_eq!(s.driver, DriverKind::Process);
-        assert_eq!(s.resources.cpu_millis, 1000);
-        assert_eq!(s.resources.memory_bytes, 512 * MIB);
-        assert_eq!(s.resources.storage_bytes, 0);
-        assert_eq!(s.resources.gpus, 0);
-    }
-
-    #[test]
-    fn image_makes_a_container_task() {
-        let input = SpecInput {
-            image: Some("ubuntu:latest".into()),
-            cpu: Some("5.0".into()),
-            mem: Some("2".into()),
-            ..SpecInput::default()
-        };
-        let s = build_spec(&input, &SHELL_FLAGS).unwrap();
-        assert_eq!(s.driver, DriverKind::Docker);
-        assert_eq!(s.image.as_deref(), Some("ubuntu:latest"));
-        assert_eq!(s.resources.cpu_millis, 5000);
-        assert_eq!(s.resources.memory_bytes, 2 * GIB);
-    }
-
-    #[test]
-    fn env_splits_at_the_first_equals() {
-        let mut input = process(&["env"]);
-        input.env = vec!["A=1".into(), "B=x=y".into(), "C=".into()];
-        let s = build_spec(&input, &CLI_FLAGS).unwrap();
-        assert_eq!(
-            s.env,
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x=y".into()),
-                ("C".into(), String::new())
-            ]
-        );
+    fn text(v: &str) -> Option<Raw> {
+        Some(Raw::Text(v.into()))
     }
 
     #[test]
     fn errors_name_field_and_flag() {
-        let mut input = process(&["true"]);
-        input.cpu = Some("-1".into());
+        let input = SpecInput {
+            cpu: text("-1"),
+            ..process(&["true"])
+        };
         let e = build_spec(&input, &SHELL_FLAGS).unwrap_err();
         assert_eq!(e.field, "cpu");
         assert!(e.to_string().starts_with("cpu (-cpu_cores): "), "{e}");
 
-        let mut input = process(&["true"]);
-        input.mem = Some("lots".into());
+        let input = SpecInput {
+            memory: text("lots"),
+            ..process(&["true"])
+        };
         let e = build_spec(&input, &CLI_FLAGS).unwrap_err();
         assert!(e.to_string().starts_with("memory (--mem): "), "{e}");
 
-        let mut input = process(&["true"]);
-        input.env = vec!["NOEQUALS".into()];
-        assert_eq!(build_spec(&input, &CLI_FLAGS).unwrap_err().field, "env");
-
-        let mut input = process(&["true"]);
-        input.env = vec!["1X=2".into()];
-        assert_eq!(build_spec(&input, &CLI_FLAGS).unwrap_err().field, "env");
-    }
-
-    #[test]
-    fn bad_resources_are_refused() {
-        type Edit = fn(&mut SpecInput);
-        let cases: [(&str, Edit); 7] = [
-            ("cpu", |i| i.cpu = Some("NaN".into())),
-            ("cpu", |i| i.cpu = Some("0".into())),
-            ("cpu", |i| i.cpu = Some("1e12".into())),
-            ("memory", |i| i.mem = Some("-0.5".into())),
-            ("storage", |i| i.storage = Some("1e12T".into())),
-            ("gpus", |i| i.gpus = Some("0.5".into())),
-            ("gpus", |i| i.gpus = Some("1000".into())),
-        ];
-        for (field, edit) in cases {
-            let mut input = process(&["true"]);
-            edit(&mut input);
-            let e = build_spec(&input, &CLI_FLAGS).unwrap_err();
-            assert_eq!(e.field, field, "{input:?}: {e}");
-        }
+        let input = SpecInput {
+            env: Raw::words(vec!["1X=2".into()]),
+            ..process(&["true"])
+        };
+        let e = build_spec(&input, &CLI_FLAGS).unwrap_err();
+        assert!(e.to_string().starts_with("env (--env): "), "{e}");
     }
 
     #[test]
@@ -370,47 +208,32 @@ mod tests {
     }
 
     #[test]
-    fn placement_fields_are_converted_and_name_their_flag() {
-        let mut input = process(&["true"]);
-        input.priority = Some("-5".into());
-        input.constraints = vec!["gpu=a100".into(), "zone = b".into()];
-        input.strategy = Some("spread".into());
-        input.worker = Some("Tessa".into());
-        let s = build_spec(&input, &CLI_FLAGS).unwrap();
-        assert_eq!(s.priority, -5);
-        assert_eq!(
-            s.constraints,
-            vec![("gpu".into(), "a100".into()), ("zone".into(), "b".into())]
-        );
-        assert_eq!(s.strategy, Some(berth_core::Strategy::Spread));
-        assert_eq!(s.pinned_worker.as_deref(), Some("Tessa"));
-
-        for (edit, text) in [
+    fn placement_fields_name_their_flag() {
+        type Edit = fn(&mut SpecInput);
+        let cases: [(Edit, &str); 6] = [
+            (|i| i.priority = text("high"), "priority (--priority): "),
+            (|i| i.priority = text("5000"), "priority (--priority): "),
             (
-                (|i: &mut SpecInput| i.priority = Some("high".into())) as fn(&mut SpecInput),
-                "priority (--priority): ",
-            ),
-            (
-                |i| i.priority = Some("5000".into()),
-                "priority (--priority): ",
-            ),
-            (
-                |i| i.constraints = vec!["gpu".into()],
+                |i| i.constraints = Raw::words(vec!["gpu".into()]),
                 "constraint (--constraint): ",
             ),
+            (|i| i.strategy = text("random"), "strategy (--strategy): "),
+            (|i| i.worker = text(" "), "worker (--worker): "),
             (
-                |i| i.strategy = Some("random".into()),
-                "strategy (--strategy): ",
+                |i| i.stop_after_disconnect = text("0.5s"),
+                "stop_after_disconnect (--stop-after-disconnect): ",
             ),
-            (|i| i.worker = Some(" ".into()), "worker (--worker): "),
-        ] {
+        ];
+        for (edit, want) in cases {
             let mut input = process(&["true"]);
             edit(&mut input);
             let e = build_spec(&input, &CLI_FLAGS).unwrap_err().to_string();
-            assert!(e.starts_with(text), "{e}");
+            assert!(e.starts_with(want), "{e}");
         }
-        let mut input = process(&["true"]);
-        input.priority = Some("x".into());
+        let input = SpecInput {
+            priority: text("x"),
+            ..process(&["true"])
+        };
         let e = build_spec(&input, &SHELL_FLAGS).unwrap_err().to_string();
         assert!(e.starts_with("priority (-priority): "), "{e}");
     }

@@ -202,22 +202,23 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
 fn request(cmd: Command) -> anyhow::Result<Request> {
     Ok(match cmd {
         Command::Task(TaskCommand::Submit(s)) => {
-            let spec_input = input::SpecInput {
-                image: s.image,
-                cpu: s.cpu,
-                mem: s.mem,
-                storage: s.storage,
-                gpus: s.gpus,
-                name: s.name,
-                env: s.env,
-                retries: s.retries,
-                timeout: s.timeout,
-                stop_after_disconnect: s.stop_after_disconnect,
-                priority: s.priority,
-                constraints: s.constraints,
-                strategy: s.strategy,
-                worker: s.worker,
-                command: s.command,
+            use berth_core::Raw;
+            let spec_input = berth_core::SpecInput {
+                image: Raw::text(s.image),
+                cpu: Raw::text(s.cpu),
+                memory: Raw::text(s.mem),
+                storage: Raw::text(s.storage),
+                gpus: Raw::text(s.gpus),
+                name: Raw::text(s.name),
+                env: Raw::words(s.env),
+                retries: Raw::text(s.retries),
+                timeout: Raw::text(s.timeout),
+                stop_after_disconnect: Raw::text(s.stop_after_disconnect),
+                priority: Raw::text(s.priority),
+                constraints: Raw::words(s.constraints),
+                strategy: Raw::text(s.strategy),
+                worker: Raw::text(s.worker),
+                command: Raw::words(s.command),
             };
             let spec = input::build_spec(&spec_input, &input::CLI_FLAGS)?;
             Request::Submit {

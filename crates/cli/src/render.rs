@@ -183,7 +183,7 @@ pub fn task_detail(t: &v1::Task) -> String {
     let mut field = |label: &str, value: String| {
         let _ = writeln!(out, "  {:<11}{value}", format!("{label}:"));
     };
-    let state = if t.cancel_requested && !is_terminal(&t.state) {
+    let state = if t.cancel_requested && !t.has_ended() {
         format!("{} (cancel requested)", t.state)
     } else {
         t.state.clone()
@@ -266,7 +266,7 @@ pub fn resources_line(r: &Resources) -> String {
 
 /// What `cancel` reports.
 pub fn cancelled(task: &v1::Task) -> String {
-    if is_terminal(&task.state) {
+    if task.has_ended() {
         format!("Task {}: {}\n", task.id, task.state)
     } else {
         format!("Task {}: cancel requested (was {})\n", task.id, task.state)
@@ -309,10 +309,6 @@ fn outcome(a: &v1::Attempt) -> String {
     } else {
         a.state.clone()
     }
-}
-
-pub fn is_terminal(state: &str) -> bool {
-    berth_core::TaskState::parse(state).is_some_and(|s| s.is_terminal())
 }
 
 fn last_worker(t: &v1::Task) -> String {

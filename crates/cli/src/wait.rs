@@ -21,7 +21,7 @@
 use crate::client::Client;
 use crate::commands::{emit, emit_json};
 use crate::render;
-use berth_core::TaskSpec;
+use berth_core::{AttemptState, TaskSpec, TaskState};
 use berth_proto::v1;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ pub async fn submit_and_wait(
         loop {
             let task = client.get_task(id).await?;
             progress.observe(&task);
-            if render::is_terminal(&task.state) {
+            if task.has_ended() {
                 return anyhow::Ok(task);
             }
             let next = Instant::now() + POLL;
@@ -78,12 +78,12 @@ pub async fn submit_and_wait(
 
 /// How the process exits for a finished task (see the module docs).
 pub fn exit_code(t: &v1::Task) -> u8 {
-    match t.state.as_str() {
-        "succeeded" => 0,
-        "cancelled" => 130,
+    match t.task_state() {
+        Ok(TaskState::Succeeded) => 0,
+        Ok(TaskState::Cancelled) => 130,
         _ => {
             let last = t.attempts.iter().max_by_key(|a| a.id);
-            if last.is_some_and(|a| a.state == "timed_out") {
+            if last.is_some_and(|a| a.attempt_state() == Ok(AttemptState::TimedOut)) {
                 124
             } else if t.has_exit_code && (1..=255).contains(&t.exit_code) {
                 t.exit_code as u8
@@ -96,11 +96,11 @@ pub fn exit_code(t: &v1::Task) -> u8 {
 
 /// One state as shown: `queued`, `running on Tessa`, `succeeded (exit 0)`.
 pub fn describe(t: &v1::Task) -> String {
-    if render::is_terminal(&t.state) {
+    if t.has_ended() {
         return render::task_outcome(t);
     }
     let mut s = t.state.clone();
-    if matches!(t.state.as_str(), "assigned" | "running")
+    if matches!(t.task_state(), Ok(TaskState::Assigned | TaskState::Running))
         && let Some(a) = t.attempts.iter().max_by_key(|a| a.id)
     {
         let worker = if a.worker_name.is_empty() {
@@ -144,16 +144,17 @@ impl Progress {
     fn observe(&mut self, t: &v1::Task) {
         let now = describe(t);
         let changed = self.trail.last() != Some(&now);
-        if changed && !render::is_terminal(&t.state) {
+        if changed && !t.has_ended() {
             self.trail.push(now.clone());
         }
         if self.terminal {
             return;
         }
-        let reason_changed = t.state == "queued" && t.wait_reason != self.last_reason;
-        if (changed && !render::is_terminal(&t.state)) || reason_changed {
+        let reason_changed =
+            t.task_state() == Ok(TaskState::Queued) && t.wait_reason != self.last_reason;
+        if (changed && !t.has_ended()) || reason_changed {
             let mut line = format!("task {}: {now}", self.id);
-            if t.state == "queued" && !t.wait_reason.is_empty() {
+            if t.task_state() == Ok(TaskState::Queued) && !t.wait_reason.is_empty() {
                 line.push_str(&format!(" (waiting for {})", t.wait_reason));
             }
             self.last_reason = t.wait_reason.clone();
@@ -181,7 +182,11 @@ impl Progress {
     }
 
     fn finish(&mut self, t: &v1::Task, elapsed: Duration) {
-        let mark = if t.state == "succeeded" { '✓' } else { '✗' };
+        let mark = if t.task_state() == Ok(TaskState::Succeeded) {
+            '✓'
+        } else {
+            '✗'
+        };
         let clear = if self.terminal { "\r\x1b[K" } else { "" };
         eprint_line(&format!(
             "{clear}{mark} Task {} {} after {:.1}s\n",

@@ -242,7 +242,7 @@ async fn malformed_requests_get_400_naming_the_field() {
         (
             r#"{"command": ["true"], "cpu": 0}"#,
             Some("cpu"),
-            "at least",
+            "below the minimum",
         ),
         (r#"{"command": []}"#, Some("command"), "empty"),
         (r#"{"command": ["true"],"#, None, "malformed JSON"),
@@ -262,6 +262,85 @@ async fn malformed_requests_get_400_naming_the_field() {
     assert_error(&r, 400, Some("id"), "abc");
     let r = c.http("POST", "/api/v1/reconcile", Some(r#"{"dry_run": "yes"}"#));
     assert_error(&r, 400, Some("dry_run"), "true or false");
+}
+
+/// One parser: the same bad input is refused on the shell, the CLI and
+/// REST naming the same field and the same limit, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_bad_input_names_the_same_field_on_every_face() {
+    let c = Cluster::start();
+    // (field, shell flag, CLI flag, REST key, value, what the error says)
+    for (field, shell_flag, cli_flag, key, value, says) in [
+        (
+            "cpu",
+            "-cpu_cores",
+            "--cpu",
+            "cpu",
+            "0",
+            "0 is below the minimum of 0.001 cores",
+        ),
+        (
+            "memory",
+            "-mem",
+            "--mem",
+            "memory",
+            "1e9G",
+            "exceeds the limit of 65536.0 GB",
+        ),
+        (
+            "retries",
+            "-retries",
+            "--retries",
+            "retries",
+            "101",
+            "101 exceeds the limit of 100",
+        ),
+        (
+            "timeout",
+            "-timeout",
+            "--timeout",
+            "timeout",
+            "soon",
+            "'soon' is not a duration",
+        ),
+        (
+            "stop_after_disconnect",
+            "-stop_after_disconnect",
+            "--stop-after-disconnect",
+            "stop_after_disconnect",
+            "0.5s",
+            "must be at least 1s",
+        ),
+    ] {
+        let out = c.shell(&format!("run {shell_flag} {value} -- true\n"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let want = format!("{field} ({shell_flag}): ");
+        assert!(
+            text.contains(&want) && text.contains(says),
+            "shell: {want}{says} not in {text:?}"
+        );
+
+        let out = c.berth(&["task", "submit", cli_flag, value, "--", "true"]);
+        assert!(!out.status.success(), "CLI accepted {cli_flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{field} ({cli_flag}): ");
+        assert!(
+            err.contains(&want) && err.contains(says),
+            "CLI: {want}{says} not in {err:?}"
+        );
+
+        let body = format!(r#"{{"command": ["true"], "{key}": "{value}"}}"#);
+        let r = c.http("POST", "/api/v1/tasks", Some(&body));
+        assert_error(&r, 400, Some(field), says);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{field}: "))
+        );
+    }
+    assert_eq!(task_count(&c), 0, "a refused request recorded a task");
 }
 
 #[tokio::test(flavor = "multi_thread")]

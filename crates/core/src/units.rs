@@ -108,34 +108,81 @@ pub fn parse_gpus(field: &'static str, text: &str) -> Result<u32, InputError> {
     Ok(v as u32)
 }
 
-/// Parse a duration (`500ms`, `30s`, `1.5m`, `2h`, `1d`; a bare number is
-/// seconds) into milliseconds.
+/// Milliseconds per duration unit, longest suffix first (so `ms` is read
+/// before `m`).
+const DURATION_UNITS: [(&str, u64); 5] = [
+    ("ms", 1),
+    ("s", 1_000),
+    ("m", 60_000),
+    ("h", 3_600_000),
+    ("d", 86_400_000),
+];
+
+/// Longest duration the grammar reads (about 292 million years); bounds
+/// that matter (a time limit, a heartbeat) are checked by the caller.
+const MAX_DURATION_MS: f64 = (u64::MAX / 2) as f64;
+
+/// Parse a duration into milliseconds: the one duration grammar of berth
+/// (task time limits, `--stop-after-disconnect`, heartbeat and other
+/// settings, the shell, REST).
+///
+/// A bare number is seconds (`90`, `1.5`); otherwise one or more
+/// `NUMBER UNIT` parts, units `ms`, `s`, `m`, `h`, `d`, added up: `500ms`,
+/// `30s`, `1.5m`, `2h`, `1d`, `1h30m`, `1m 30s`. Numbers may be fractional
+/// and are never negative; the sum is rounded to the nearest millisecond.
 pub fn parse_duration_ms(field: &'static str, text: &str) -> Result<u64, InputError> {
-    let t = text.trim();
-    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1e3)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60e3)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3_600e3)
-    } else if let Some(n) = t.strip_suffix('d') {
-        (n, 86_400e3)
-    } else {
-        (t, 1e3)
-    };
-    let v = parse_number(field, num).map_err(|_| {
+    let bad = || {
         InputError::new(
             field,
-            format!("'{text}' is not a duration (e.g. 90s, 30m, 2h)"),
+            format!("'{text}' is not a duration (e.g. 500ms, 90s, 30m, 2h, 1d, 1h30m)"),
         )
-    })?;
-    let ms = (v * unit_ms).round();
-    if ms > u64::MAX as f64 / 2.0 {
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0.0f64;
+    let mut rest = t;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let at = rest.find(['m', 's', 'h', 'd']);
+        let (num, unit_ms, after) = match at {
+            // A bare number: seconds, and only when it is the whole text.
+            None if parts == 0 => (rest, 1_000, ""),
+            None => return Err(bad()),
+            Some(i) => {
+                let tail = &rest[i..];
+                let (unit, ms) = DURATION_UNITS
+                    .iter()
+                    .find(|(u, _)| tail.starts_with(u))
+                    .copied()
+                    .ok_or_else(bad)?;
+                (&rest[..i], ms, tail[unit.len()..].trim_start())
+            }
+        };
+        if num.trim().is_empty() {
+            return Err(bad());
+        }
+        let v = parse_number(field, num).map_err(|_| bad())?;
+        total += v * unit_ms as f64;
+        parts += 1;
+        rest = after;
+    }
+    let ms = total.round();
+    if ms > MAX_DURATION_MS {
         return Err(InputError::new(field, format!("'{text}' is too long")));
     }
     Ok(ms as u64)
+}
+
+/// Milliseconds as the text [`parse_duration_ms`] reads back exactly:
+/// `"90s"` for whole seconds, `"1500ms"` otherwise.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 /// Parse a whole count (e.g. retries).
@@ -143,6 +190,28 @@ pub fn parse_count(field: &'static str, text: &str) -> Result<u32, InputError> {
     let t = text.trim();
     t.parse::<u32>()
         .map_err(|_| InputError::new(field, format!("'{text}' is not a whole number ≥ 0")))
+}
+
+/// Bytes as the text [`parse_size`] reads back exactly, for sizes in
+/// whole MiB (what `parse_size` returns): `"8G"`, `"1536M"`, `"2048G"`.
+pub fn format_size(bytes: u64) -> String {
+    if bytes.is_multiple_of(GIB) {
+        format!("{}G", bytes / GIB)
+    } else {
+        format!("{}M", bytes / MIB)
+    }
+}
+
+/// Millicores as the cores a user types, exactly: `2`, `2.5`, `0.125`
+/// (what [`parse_cores`] reads back).
+pub fn format_cores_exact(millis: u64) -> String {
+    let whole = millis / 1000;
+    let frac = millis % 1000;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let f = format!("{frac:03}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
 }
 
 /// Millicores as cores with one decimal: `5000` → `"5.0"`.
@@ -227,6 +296,53 @@ mod tests {
         assert_eq!(parse_duration_ms("timeout", "1d").unwrap(), 86_400_000);
         assert!(parse_duration_ms("timeout", "-1s").is_err());
         assert!(parse_duration_ms("timeout", "soon").is_err());
+    }
+
+    #[test]
+    fn durations_accept_what_either_old_grammar_did_and_combinations() {
+        for (text, ms) in [
+            ("1s", 1_000),
+            ("500ms", 500),
+            ("1.5s", 1_500),
+            ("2m", 120_000),
+            ("3", 3_000),
+            (" 2 h ", 7_200_000),
+            ("1e3ms", 1_000),
+            ("0.5d", 43_200_000),
+            ("1h30m", 5_400_000),
+            ("1m 30s", 90_000),
+            ("1d2h3m4s5ms", 93_784_005),
+            ("0s", 0),
+        ] {
+            assert_eq!(parse_duration_ms("d", text), Ok(ms), "{text}");
+        }
+        for bad in [
+            "", "abc", "NaNs", "inf", "1x", "1h30", "h", "1h-2m", "1 2s", "5S",
+        ] {
+            let e = parse_duration_ms("stop_grace", bad).unwrap_err();
+            assert_eq!(e.field, "stop_grace", "{bad}");
+            assert!(e.message.contains("is not a duration"), "{bad}: {e}");
+        }
+        assert!(
+            parse_duration_ms("d", "1e300d")
+                .unwrap_err()
+                .message
+                .contains("too long")
+        );
+    }
+
+    #[test]
+    fn formats_read_back_exactly() {
+        assert_eq!(format_duration_ms(90_000), "90s");
+        assert_eq!(format_duration_ms(1_500), "1500ms");
+        assert_eq!(format_duration_ms(0), "0s");
+        assert_eq!(format_size(8 * GIB), "8G");
+        assert_eq!(format_size(1536 * MIB), "1536M");
+        assert_eq!(format_size(2 << 40), "2048G");
+        assert_eq!(format_size(0), "0G");
+        assert_eq!(format_cores_exact(2500), "2.5");
+        assert_eq!(format_cores_exact(125), "0.125");
+        assert_eq!(format_cores_exact(4000), "4");
         assert!(parse_count("retries", "-1").is_err());
         assert_eq!(parse_count("retries", "5").unwrap(), 5);
     }
@@ -248,5 +364,39 @@ mod tests {
         assert_eq!(format_cores(20_000), "20.0");
         assert_eq!(format_gb(GIB / 2), "0.5");
         assert_eq!(format_gb_unit(8 * GIB), "8.0 GB");
+    }
+}
+
+#[cfg(test)]
+mod round_trips {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn duration_format_then_parse_is_identity(ms in 0u64..(400 * 24 * 3_600_000)) {
+            prop_assert_eq!(parse_duration_ms("d", &format_duration_ms(ms)), Ok(ms));
+        }
+
+        #[test]
+        fn duration_parts_add_up(d in 0u64..400, h in 0u64..24, m in 0u64..60, s in 0u64..60, ms in 0u64..1000) {
+            let text = format!("{d}d{h}h{m}m{s}s{ms}ms");
+            let want = (((d * 24 + h) * 60 + m) * 60 + s) * 1000 + ms;
+            prop_assert_eq!(parse_duration_ms("d", &text), Ok(want));
+        }
+
+        #[test]
+        fn size_format_then_parse_is_identity(mib in 0u64..(MAX_STORAGE_BYTES / MIB)) {
+            let bytes = mib * MIB;
+            prop_assert_eq!(
+                parse_size("storage", &format_size(bytes), GIB, MAX_STORAGE_BYTES),
+                Ok(bytes)
+            );
+        }
+
+        #[test]
+        fn cores_format_then_parse_is_identity(millis in 0u64..=(MAX_CORES * 1000)) {
+            prop_assert_eq!(parse_cores("cpu", &format_cores_exact(millis)), Ok(millis));
+        }
     }
 }

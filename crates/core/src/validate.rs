@@ -46,7 +46,10 @@ impl std::error::Error for InputError {}
 /// Check a request's resource amounts against the absolute limits.
 pub fn validate_resources(r: &Resources) -> Result<(), InputError> {
     if r.cpu_millis == 0 {
-        return Err(InputError::new("cpu", "must be at least 0.001 cores"));
+        return Err(InputError::new(
+            "cpu",
+            "0 is below the minimum of 0.001 cores",
+        ));
     }
     if r.cpu_millis > MAX_CORES * 1000 {
         return Err(InputError::new(

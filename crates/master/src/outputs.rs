@@ -14,8 +14,10 @@
 //! is acknowledged) replaces the files with the same bytes. An empty
 //! manifest leaves the task with no files.
 //!
-//! Paths are checked twice: every path in a manifest must be relative with
-//! plain components ([`check_path`]), and reads walk the task's folder
+//! The protocol's limits, the path check and the manifest are
+//! `berth_proto::outputs`, shared with the worker that sends. Paths are
+//! checked twice: every path in a manifest must be relative with plain
+//! components ([`check_path`]), and reads walk the task's folder
 //! without following symbolic links, so nothing outside
 //! `DATA_DIR/outputs/TASK_ID/` is ever written or served.
 //!
@@ -23,7 +25,7 @@
 //! worker link asks the engine); this module only stores, lists and reads.
 
 use berth_core::{AttemptId, TaskId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -31,14 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Largest chunk a worker may send.
-pub const MAX_CHUNK: usize = 1 << 20;
-/// Longest relative path accepted, in bytes.
-pub const MAX_PATH: usize = 4096;
-/// Longest path component accepted, in bytes.
-const MAX_COMPONENT: usize = 255;
-/// Most files one attempt may send.
-pub const MAX_FILES: usize = 100_000;
+pub use berth_proto::outputs::{MAX_CHUNK_BYTES, MAX_FILES, MAX_PATH_BYTES};
+use berth_proto::outputs::{Manifest, ManifestError, ManifestFile, PathError};
 
 const STAGING: &str = ".staging";
 const REPLACED: &str = ".replaced";
@@ -68,38 +64,19 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> O
     }
 }
 
-/// Check an output path as a worker or a client sends it: relative, `/`
-/// between non-empty components, none of them `.` or `..`. Returns it as a
-/// relative filesystem path.
-pub fn check_path(path: &str) -> Result<PathBuf, OutputError> {
-    let bad = |why| {
-        Err(OutputError::BadPath {
-            path: path.to_string(),
-            why,
-        })
-    };
-    if path.is_empty() {
-        return bad("it is empty");
-    }
-    if path.len() > MAX_PATH {
-        return bad("it is longer than 4096 bytes");
-    }
-    if path.contains('\0') {
-        return bad("it contains a NUL byte");
-    }
-    if path.starts_with('/') {
-        return bad("it is absolute; output paths are relative to the task's output folder");
-    }
-    let mut out = PathBuf::new();
-    for c in path.split('/') {
-        match c {
-            "" => return bad("it has an empty component (`//` or a trailing `/`)"),
-            "." | ".." => return bad("it has a `.` or `..` component"),
-            _ if c.len() > MAX_COMPONENT => return bad("a component is longer than 255 bytes"),
-            _ => out.push(c),
+impl From<PathError> for OutputError {
+    fn from(e: PathError) -> Self {
+        OutputError::BadPath {
+            path: e.path,
+            why: e.why,
         }
     }
-    Ok(out)
+}
+
+/// Check an output path as a worker or a client sends it (the protocol's
+/// one check). Returns it as a relative filesystem path.
+pub fn check_path(path: &str) -> Result<PathBuf, OutputError> {
+    Ok(berth_proto::outputs::check_path(path)?)
 }
 
 /// One stored output file.
@@ -219,31 +196,30 @@ impl OutputStore {
         task: TaskId,
         files: Vec<(String, u64)>,
     ) -> Result<Upload, OutputError> {
-        let refuse = |why: String| OutputError::Upload { attempt, why };
-        if files.len() > MAX_FILES {
-            return Err(refuse(format!(
-                "{} files listed; at most {MAX_FILES}",
-                files.len()
-            )));
-        }
-        let mut pending = BTreeMap::new();
-        for (path, size) in files {
-            check_path(&path)?;
-            if pending
-                .insert(path.clone(), Pending { size, received: 0 })
-                .is_some()
-            {
-                return Err(refuse(format!("{path:?} is listed twice")));
-            }
-        }
-        // A path may not be both a file and a folder ("a" and "a/b").
-        let dirs: BTreeSet<&str> = pending
-            .keys()
-            .flat_map(|p| p.match_indices('/').map(move |(i, _)| &p[..i]))
+        let manifest = Manifest::check(
+            files
+                .into_iter()
+                .map(|(path, size)| ManifestFile { path, size })
+                .collect(),
+        )
+        .map_err(|e| match e {
+            ManifestError::Path(p) => OutputError::from(p),
+            other => OutputError::Upload {
+                attempt,
+                why: other.to_string(),
+            },
+        })?;
+        let pending: BTreeMap<String, Pending> = manifest
+            .files()
+            .iter()
+            .map(|f| {
+                let p = Pending {
+                    size: f.size,
+                    received: 0,
+                };
+                (f.path.clone(), p)
+            })
             .collect();
-        if let Some(both) = dirs.iter().find(|d| pending.contains_key(**d)) {
-            return Err(refuse(format!("{both:?} is listed as a file and a folder")));
-        }
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
         let staging = self.root.join(STAGING).join(format!("{}-{n}", attempt.0));
         // Most tasks leave no files: then there is nothing to stage (and no
@@ -387,9 +363,9 @@ impl Upload {
     pub fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<(), OutputError> {
         let attempt = self.attempt;
         let refuse = |why: String| OutputError::Upload { attempt, why };
-        if data.len() > MAX_CHUNK {
+        if data.len() > MAX_CHUNK_BYTES {
             return Err(refuse(format!(
-                "a chunk of {} bytes exceeds {MAX_CHUNK}",
+                "a chunk of {} bytes exceeds {MAX_CHUNK_BYTES}",
                 data.len()
             )));
         }
@@ -569,28 +545,26 @@ mod tests {
 
     #[test]
     fn paths_must_stay_inside() {
-        for ok in ["a", "a/b.txt", ".hidden", "dir/..x", "x\\y"] {
-            assert!(check_path(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "..",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "a/",
-            "./a",
-            "a/.",
-            "a\0b",
-        ] {
-            assert!(
-                matches!(check_path(bad), Err(OutputError::BadPath { .. })),
-                "{bad:?}"
-            );
-        }
-        assert!(check_path(&"x".repeat(256)).is_err());
-        assert!(check_path(&"x/".repeat(3000)).is_err());
+        // The rules are the protocol's (`berth_proto::outputs`); here, that
+        // a refusal is a `BadPath`, for reads and for manifests alike.
+        assert!(check_path("a/b.txt").is_ok());
+        assert!(matches!(
+            check_path("a/../../x"),
+            Err(OutputError::BadPath { .. })
+        ));
+        let (_d, s) = store();
+        let e = s
+            .begin(AttemptId(1), TaskId(1), vec![("/etc/passwd".into(), 1)])
+            .unwrap_err();
+        assert!(matches!(e, OutputError::BadPath { .. }), "{e}");
+        let e = s
+            .begin(
+                AttemptId(1),
+                TaskId(1),
+                vec![("a".into(), 1), ("a/b".into(), 1)],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("a file and a folder"), "{e}");
     }
 
     #[test]

@@ -10,8 +10,40 @@ pub mod v1 {
 mod auth;
 mod convert;
 pub mod json;
+pub mod outputs;
 pub mod report;
 
 pub use auth::{BearerToken, TOKEN_PREFIX, check_bearer};
 pub use convert::*;
 pub use v1::*;
+
+/// Typed states of the wire's records: the one place a client turns a
+/// `state` string into core's enum (by its `FromStr`).
+mod typed {
+    use super::v1;
+    use berth_core::{AttemptState, TaskState, UnknownName, WorkerState};
+
+    impl v1::Task {
+        /// The task's state; an error for a name this client does not know.
+        pub fn task_state(&self) -> Result<TaskState, UnknownName> {
+            self.state.parse()
+        }
+
+        /// Has the task ended (succeeded, failed or cancelled)?
+        pub fn has_ended(&self) -> bool {
+            self.task_state().is_ok_and(|s| s.is_terminal())
+        }
+    }
+
+    impl v1::Attempt {
+        pub fn attempt_state(&self) -> Result<AttemptState, UnknownName> {
+            self.state.parse()
+        }
+    }
+
+    impl v1::Worker {
+        pub fn worker_state(&self) -> Result<WorkerState, UnknownName> {
+            self.state.parse()
+        }
+    }
+}

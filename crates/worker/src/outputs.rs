@@ -17,13 +17,19 @@
 //!   swapped in after sealing cannot lead outside either (the attempt then
 //!   fails, and no files are stored).
 //!
-//! An output over the worker's limit (`--max-output`) sends an empty
-//! manifest and fails the attempt, the reason naming the limit and the
-//! size.
+//! The protocol's limits (files, path lengths, chunk size), its path check
+//! and its manifest are `berth_proto::outputs`, shared with the master: a
+//! file whose path the master would refuse is left out (noted in the log),
+//! and only a manifest the master's check accepts is sealed and sent.
+//!
+//! An output over the worker's limit (`--max-output`), or over the
+//! protocol's limits, sends an empty manifest and fails the attempt, the
+//! reason naming the limit and the size.
 
 use crate::attempt_dir::AttemptDir;
 use berth_core::AttemptState;
 use berth_proto::HeldReport;
+use berth_proto::outputs::{CHUNK_BYTES, Manifest, ManifestFile, check_path};
 use berth_proto::v1;
 use berth_proto::v1::worker_message::Body;
 use std::ffi::{CString, OsStr};
@@ -37,12 +43,6 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// The output limit when none is configured: 1 GiB.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 30;
-/// Bytes per chunk.
-const CHUNK: usize = 256 * 1024;
-/// Most files one attempt may send.
-const MAX_FILES: usize = 10_000;
-/// Most bytes of paths one attempt may send (the manifest is one message).
-const MAX_PATH_BYTES: usize = 2 << 20;
 /// The sealed list, in the attempt folder.
 const SEALED: &str = "outputs";
 
@@ -188,9 +188,15 @@ fn scan(root: &Path, max_output: u64) -> (Sealed, Vec<String>) {
     };
     let mut files = Vec::new();
     walk(root, &canonical_root, "", &mut files, &mut left_out);
+    files.retain(|f| match check_path(&f.path) {
+        Ok(_) => true,
+        Err(e) => {
+            left_out.push(format!("{:?} is not sent: {}; left out", f.path, e.why));
+            false
+        }
+    });
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let path_bytes: usize = files.iter().map(|f| f.path.len()).sum();
     let failure = if total > max_output {
         Some(format!(
             "its output of {} is over this worker's limit of {} (--max-output); \
@@ -198,19 +204,8 @@ fn scan(root: &Path, max_output: u64) -> (Sealed, Vec<String>) {
             human(total),
             human(max_output)
         ))
-    } else if files.len() > MAX_FILES {
-        Some(format!(
-            "its output has {} files, more than the {MAX_FILES} berth sends; \
-             no output files were sent",
-            files.len()
-        ))
-    } else if path_bytes > MAX_PATH_BYTES {
-        Some(format!(
-            "its output's file names take {}, more than the {} berth sends; \
-             no output files were sent",
-            human(path_bytes as u64),
-            human(MAX_PATH_BYTES as u64)
-        ))
+    } else if let Err(e) = Manifest::check(manifest_files(&files)) {
+        Some(format!("its output {e}; no output files were sent"))
     } else {
         None
     };
@@ -308,6 +303,17 @@ fn link_target(link: &Path, canonical_root: &Path) -> Result<(PathBuf, u64), Str
     }
 }
 
+/// The manifest's view of the files to send.
+fn manifest_files(files: &[Entry]) -> Vec<ManifestFile> {
+    files
+        .iter()
+        .map(|e| ManifestFile {
+            path: e.path.clone(),
+            size: e.size,
+        })
+        .collect()
+}
+
 /// Send the manifest, then every file's bytes.
 fn send(
     root: &Path,
@@ -326,21 +332,13 @@ fn send(
             open_beneath(root, &e.source).map_err(|err| format!("opening {}: {err}", e.path))?;
         opened.push((e, f));
     }
-    send(Body::Outputs(v1::OutputManifest {
-        attempt_id,
-        files: sealed
-            .files
-            .iter()
-            .map(|e| v1::OutputFile {
-                path: e.path.clone(),
-                size: e.size,
-            })
-            .collect(),
-    }));
+    // The protocol's own check, also for a list sealed by an older agent.
+    let manifest = Manifest::check(manifest_files(&sealed.files)).map_err(|e| e.to_string())?;
+    send(Body::Outputs(manifest.to_wire(attempt_id)));
     for (e, f) in opened {
         let mut offset = 0u64;
         while offset < e.size {
-            let n = CHUNK.min((e.size - offset) as usize);
+            let n = CHUNK_BYTES.min((e.size - offset) as usize);
             let mut data = vec![0u8; n];
             f.read_exact_at(&mut data, offset)
                 .map_err(|err| format!("reading {}: {err}", e.path))?;
@@ -579,7 +577,7 @@ mod tests {
         let out = f.dir.output();
         fs::create_dir_all(out.join("sub/deeper")).unwrap();
         fs::write(out.join("a.txt"), b"hello").unwrap();
-        let big: Vec<u8> = (0..(CHUNK * 2 + 17))
+        let big: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17))
             .map(|i| (i * 31 % 251) as u8)
             .collect();
         fs::write(out.join("sub/deeper/big.bin"), &big).unwrap();

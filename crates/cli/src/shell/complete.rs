@@ -52,16 +52,6 @@ const TASK_ID_COMMANDS: &[&str] = &[
     "download",
 ];
 
-const STATES: &[&str] = &[
-    "queued",
-    "assigned",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "all",
-];
-
 /// What a completion may need from the master.
 pub trait Lookup {
     /// Ids of tasks that are still live (queued, assigned, running).
@@ -104,9 +94,12 @@ pub fn complete(line: &str, lookup: &dyn Lookup) -> (usize, Vec<String>) {
                 COMMANDS.iter().map(|c| c.name.to_string()).collect()
             }
             "fix-resources" | "reconcile" => vec!["--dry-run".to_string()],
-            "list-tasks" | "tasks" if args.is_empty() => {
-                STATES.iter().map(|s| s.to_string()).collect()
-            }
+            "list-tasks" | "tasks" if args.is_empty() => berth_core::TaskState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .chain(["all"])
+                .map(str::to_string)
+                .collect(),
             c if WORKER_COMMANDS.contains(&c) && args.is_empty() => lookup.worker_names(),
             c if TASK_ID_COMMANDS.contains(&c) && args.is_empty() => {
                 lookup.task_ids().iter().map(u64::to_string).collect()
@@ -134,9 +127,9 @@ impl Lookup for MasterLookup {
         let c = &self.client;
         let fetch = async {
             tokio::try_join!(
-                c.list_tasks("queued"),
+                c.list_tasks(berth_core::TaskState::Queued.as_str()),
                 c.list_tasks("assigned"),
-                c.list_tasks("running")
+                c.list_tasks(berth_core::TaskState::Running.as_str())
             )
         };
         // The timer is made inside the runtime (block_on's future), not here.

@@ -9,7 +9,8 @@
 
 use super::tokenize::tokenize;
 use crate::commands::{Request, WorkerAction};
-use crate::input::{SHELL_FLAGS, SpecInput, build_spec, parse_state_filter, parse_task_id};
+use crate::input::{SHELL_FLAGS, build_spec, parse_state_filter, parse_task_id};
+use berth_core::{Raw, SpecInput};
 
 /// What a shell line asks for. Lives for one line only, so the size of a
 /// submission's spec in `Request` costs nothing worth a box.
@@ -397,16 +398,19 @@ fn spec_command(
 ) -> Result<Request, String> {
     let container = kind == SpecKind::Task;
     let mut input = SpecInput {
-        worker: pinned,
+        worker: Raw::text(pinned),
         ..SpecInput::default()
     };
+    let mut command: Vec<String> = Vec::new();
+    let mut env: Vec<String> = Vec::new();
+    let mut constraints: Vec<String> = Vec::new();
     let mut queue_anyway = false;
     let mut i = 0;
     while i < args.len() {
         let word = &args[i];
         i += 1;
         if word == "--" {
-            input.command = args[i..].to_vec();
+            command = args[i..].to_vec();
             break;
         }
         let Some((name, inline)) = flag_name(word) else {
@@ -419,9 +423,9 @@ fn spec_command(
                         "unexpected argument '{word}' for {cmd}; put the command after --"
                     ));
                 }
-                input.image = Some(word.clone());
+                input.image = Raw::text(Some(word.clone()));
             } else {
-                input.command = args[i - 1..].to_vec();
+                command = args[i - 1..].to_vec();
                 break;
             }
             continue;
@@ -440,7 +444,7 @@ fn spec_command(
         }
         let slot = match name.as_str() {
             "cpu_cores" => &mut input.cpu,
-            "mem" => &mut input.mem,
+            "mem" => &mut input.memory,
             "storage" => &mut input.storage,
             "gpu_cores" => &mut input.gpus,
             "name" => &mut input.name,
@@ -451,12 +455,12 @@ fn spec_command(
             "strategy" => &mut input.strategy,
             "env" => {
                 let value = flag_value(word, inline, args, &mut i)?;
-                input.env.push(value);
+                env.push(value);
                 continue;
             }
             "constraint" => {
                 let value = flag_value(word, inline, args, &mut i)?;
-                input.constraints.push(value);
+                constraints.push(value);
                 continue;
             }
             _ => {
@@ -468,7 +472,7 @@ fn spec_command(
         if slot.is_some() {
             return Err(format!("flag -{name} is given twice"));
         }
-        *slot = Some(flag_value(word, inline, args, &mut i)?);
+        *slot = Raw::text(Some(flag_value(word, inline, args, &mut i)?));
     }
     if container && input.image.is_none() {
         return Err(
@@ -477,10 +481,10 @@ fn spec_command(
                 .into(),
         );
     }
-    if kind == SpecKind::Run && input.command.is_empty() {
+    if kind == SpecKind::Run && command.is_empty() {
         return Err("run needs a command: run [flags] -- command args...".into());
     }
-    if kind == SpecKind::Dispatch && input.image.is_none() && input.command.is_empty() {
+    if kind == SpecKind::Dispatch && input.image.is_none() && command.is_empty() {
         return Err(
             "dispatch needs an image or a command: dispatch <worker> <image> [flags] \
              [-- command args...], or dispatch <worker> [flags] -- command args... \
@@ -488,6 +492,9 @@ fn spec_command(
                 .into(),
         );
     }
+    input.command = Raw::words(command);
+    input.env = Raw::words(env);
+    input.constraints = Raw::words(constraints);
     let spec = build_spec(&input, &SHELL_FLAGS).map_err(|e| e.to_string())?;
     Ok(Request::Submit { spec, queue_anyway })
 }

@@ -12,8 +12,8 @@ use crate::client::Client;
 use crate::commands::{Mode, Request, emit, emit_json};
 use crate::render::{self, format_time, table};
 use anyhow::anyhow;
-use berth_core::Resources;
 use berth_core::units::{format_cores, format_gb_unit};
+use berth_core::{Resources, TaskState, WorkerState};
 use berth_proto::{resources_or_zero, v1};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -49,8 +49,8 @@ impl Snapshot {
         let (workers, assigned, running, queued) = tokio::try_join!(
             client.workers(),
             client.list_tasks("assigned"),
-            client.list_tasks("running"),
-            client.list_tasks("queued"),
+            client.list_tasks(TaskState::Running.as_str()),
+            client.list_tasks(TaskState::Queued.as_str()),
         )?;
         Ok(Snapshot {
             workers,
@@ -193,12 +193,17 @@ pub struct StatusCounts {
 }
 
 pub fn status_counts(s: &Snapshot) -> StatusCounts {
-    let state = |name: &str| s.workers.iter().filter(|w| w.state == name).count();
-    let down = state("down");
+    let state = |want: WorkerState| {
+        s.workers
+            .iter()
+            .filter(|w| w.worker_state() == Ok(want))
+            .count()
+    };
+    let down = state(WorkerState::Down);
     StatusCounts {
         workers: s.workers.len(),
         active: s.workers.len() - down,
-        draining: state("draining"),
+        draining: state(WorkerState::Draining),
         down,
         running: s.running.len(),
         starting: s.assigned.len(),
@@ -210,7 +215,10 @@ pub fn status_counts(s: &Snapshot) -> StatusCounts {
 fn cluster_resources(workers: &[v1::Worker]) -> (Resources, Resources) {
     let mut total = Resources::default();
     let mut allocated = Resources::default();
-    for w in workers.iter().filter(|w| w.state != "down") {
+    for w in workers
+        .iter()
+        .filter(|w| w.worker_state() != Ok(WorkerState::Down))
+    {
         let t = resources_or_zero(w.total);
         let a = resources_or_zero(w.allocated);
         total.cpu_millis += t.cpu_millis;
@@ -312,8 +320,7 @@ pub fn running_on(worker_id: &str, s: &Snapshot) -> Vec<RunningAttempt> {
             t.attempts
                 .iter()
                 .filter(|a| {
-                    a.worker_id == worker_id
-                        && matches!(a.state.as_str(), "assigned" | "running" | "stopping")
+                    a.worker_id == worker_id && a.attempt_state().is_ok_and(|s| s.is_live())
                 })
                 .map(move |a| RunningAttempt {
                     attempt: a.clone(),
