@@ -74,10 +74,13 @@ impl State {
             w.last_seen_ms += delta_ms;
         }
         for (_, until) in self.backoff_until.values_mut() {
-            *until += delta_ms;
+            *until = until.saturating_add(delta_ms);
         }
-        if let Some(w) = &mut self.backoff_wake {
-            *w += delta_ms;
+        // A wake-up may be "never" (a lease only the worker can end).
+        if let Some(w) = &mut self.backoff_wake
+            && *w != super::reports::UNTIL_IT_ENDS
+        {
+            *w = w.saturating_add(delta_ms);
         }
         for until in self.leases.values_mut() {
             if *until != super::reports::UNTIL_IT_ENDS {
