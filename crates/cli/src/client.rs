@@ -144,14 +144,22 @@ impl Client {
         Ok(resp.map_err(|s| self.status(s))?.into_inner())
     }
 
-    /// Open a task's log stream; read it with [`LogStream::next`].
-    pub async fn logs(&self, task_id: u64, follow: bool) -> anyhow::Result<LogStream> {
+    /// Open a task's log stream (read it with [`LogStream::next`]) from
+    /// `offset` (bytes of its attempts' logs
+    /// one after the other: where a dropped stream left off).
+    pub async fn logs_from(
+        &self,
+        task_id: u64,
+        follow: bool,
+        offset: u64,
+    ) -> anyhow::Result<LogStream> {
         let resp = self
             .inner
             .clone()
             .task_logs(v1::TaskLogsRequest {
                 task_id,
                 follow,
+                offset,
                 ..Default::default()
             })
             .await;
@@ -163,6 +171,26 @@ impl Client {
 }
 
 impl Client {
+    /// Watch the committed changes of one task (0: of everything) after
+    /// `cursor` (none: from now). The gRPC status is kept as it is, so that
+    /// a caller can tell a cursor the master cannot resume from
+    /// (`OUT_OF_RANGE`) from a connection that broke.
+    pub async fn watch(
+        &self,
+        task_id: u64,
+        cursor: Option<String>,
+    ) -> Result<Streaming<v1::WatchEvent>, Status> {
+        let resp = self
+            .inner
+            .clone()
+            .watch(v1::WatchRequest {
+                task_id,
+                cursor: cursor.unwrap_or_default(),
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     /// A task's output files, sorted by path.
     pub async fn task_files(&self, task_id: u64) -> anyhow::Result<Vec<v1::OutputFile>> {
         let resp = self

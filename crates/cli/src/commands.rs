@@ -4,8 +4,10 @@
 //! printed (human, `--json`, or the shell's wording).
 
 use crate::client::Client;
+use crate::contact::Contact;
 use crate::{json, render};
 use berth_core::{TaskSpec, TaskState};
+use berth_proto::v1;
 use std::io::Write;
 
 /// One validated client request.
@@ -261,29 +263,68 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
 /// (`{"attempt_id":…,"offset":…,"data":"…"}`; bytes that are not UTF-8
 /// are replaced by U+FFFD).
 async fn json_logs(client: &Client, task_id: u64, follow: bool) -> anyhow::Result<()> {
-    let mut stream = client.logs(task_id, follow).await?;
-    while let Some(chunk) = stream.next().await? {
+    read_logs(client, task_id, follow, |chunk| {
         emit_json(&serde_json::json!({
             "attempt_id": chunk.attempt_id,
             "offset": chunk.offset,
             "data": String::from_utf8_lossy(&chunk.data),
         }));
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// Stream a task's log bytes to stdout as they come. Returns whether the
 /// output ended at the start of a line (true when there was none).
 async fn copy_logs(client: &Client, task_id: u64, follow: bool) -> anyhow::Result<bool> {
-    let mut stream = client.logs(task_id, follow).await?;
     let mut at_line_start = true;
-    while let Some(chunk) = stream.next().await? {
+    read_logs(client, task_id, follow, |chunk| {
         if let Some(&last) = chunk.data.last() {
             at_line_start = last == b'\n';
         }
         emit_bytes(&chunk.data);
-    }
+    })
+    .await?;
     Ok(at_line_start)
+}
+
+/// Read a task's log from the start, handing each chunk to `sink`. When
+/// following, a stream that drops or ends before the task has (the master
+/// restarted) is opened again where it stopped, so nothing is lost or
+/// repeated; only a master out of reach for two minutes ends it.
+async fn read_logs(
+    client: &Client,
+    task_id: u64,
+    follow: bool,
+    mut sink: impl FnMut(&v1::LogChunk),
+) -> anyhow::Result<()> {
+    let mut received = 0u64;
+    let mut contact = Contact::default();
+    let mut opened = false;
+    loop {
+        let r = async {
+            let mut stream = client.logs_from(task_id, follow, received).await?;
+            opened = true;
+            contact.heard();
+            while let Some(chunk) = stream.next().await? {
+                contact.heard();
+                received += chunk.data.len() as u64;
+                sink(&chunk);
+            }
+            if !follow || client.get_task(task_id).await?.has_ended() {
+                return anyhow::Ok(true);
+            }
+            Ok(false)
+        }
+        .await;
+        match r {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            // Refused before anything was read (no such task, bad token):
+            // say so now.
+            Err(e) if !follow || !opened => return Err(e),
+            Err(e) => contact.retry(&e).await?,
+        }
+    }
 }
 
 /// The shell's `monitor`: follow the logs until the task ends, then say how

@@ -11,6 +11,7 @@ mod args;
 mod client;
 mod commands;
 mod config;
+mod contact;
 mod download;
 mod input;
 mod json;

@@ -15,19 +15,30 @@
 //! | failed: its last attempt timed out | 124 (as `timeout(1)`) |
 //! | cancelled | 130 |
 //! | failed without an exit code (lost too often, could not start) | 1 |
+//! | not known: contact with the master was lost for 2 minutes | 75 |
 //!
 //! Ctrl-C stops waiting (exit 130); the task keeps running.
+//!
+//! Nothing is polled: the task's changes come on a watch stream (gRPC
+//! `Watch`), and the task is read once per change. A dropped stream is
+//! resumed from its cursor, with backoff and jitter ([`crate::contact`]);
+//! only when the master stays out of reach does `--wait` give up, with its
+//! own exit code, never one that could be the task's.
 
 use crate::client::Client;
 use crate::commands::{emit, emit_json};
+use crate::contact::{Contact, LostContact};
 use crate::render;
 use berth_core::{AttemptState, TaskSpec, TaskState};
 use berth_proto::v1;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// How often the master is asked.
-const POLL: Duration = Duration::from_millis(250);
+/// Exit code when contact with the master was lost (EX_TEMPFAIL).
+pub const LOST_CONTACT: u8 = 75;
+/// A watch stream quiet for this long (the master ticks every 15 s) is
+/// taken for a dead connection.
+const QUIET: Duration = Duration::from_secs(40);
 /// How often the spinner moves.
 const SPIN: Duration = Duration::from_millis(80);
 const FRAMES: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -48,22 +59,15 @@ pub async fn submit_and_wait(
     let terminal = std::io::stderr().is_terminal();
     let mut progress = Progress::new(id, terminal);
     let started = Instant::now();
-    let waited = async {
-        loop {
-            let task = client.get_task(id).await?;
-            progress.observe(&task);
-            if task.has_ended() {
-                return anyhow::Ok(task);
-            }
-            let next = Instant::now() + POLL;
-            while Instant::now() < next {
-                progress.spin(started.elapsed());
-                tokio::time::sleep(SPIN.min(next.saturating_duration_since(Instant::now()))).await;
-            }
-        }
-    };
+    let waited = follow_until_ended(client, id, &mut progress, started);
     let task = tokio::select! {
-        t = waited => t?,
+        t = waited => match t {
+            Ok(t) => t,
+            Err(lost) => {
+                progress.lost(&lost);
+                return Ok(LOST_CONTACT);
+            }
+        },
         _ = tokio::signal::ctrl_c() => {
             abandon(id, terminal);
             return Ok(130);
@@ -74,6 +78,84 @@ pub async fn submit_and_wait(
         emit_json(&crate::json::task(&task));
     }
     Ok(exit_code(&task))
+}
+
+/// Follow task `id` on the watch stream until it has ended: read the task
+/// when the stream starts (its snapshot) and after each of its changes.
+async fn follow_until_ended(
+    client: &Client,
+    id: u64,
+    progress: &mut Progress,
+    started: Instant,
+) -> Result<v1::Task, LostContact> {
+    let mut contact = Contact::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        match watch_once(client, id, &mut cursor, progress, started, &mut contact).await {
+            Ok(task) => return Ok(task),
+            Err(e) => contact.retry(&e).await?,
+        }
+    }
+}
+
+/// One watch stream, until the task has ended (`Ok`) or the stream broke.
+async fn watch_once(
+    client: &Client,
+    id: u64,
+    cursor: &mut Option<String>,
+    progress: &mut Progress,
+    started: Instant,
+    contact: &mut Contact,
+) -> anyhow::Result<v1::Task> {
+    let mut stream = match client.watch(id, cursor.clone()).await {
+        Ok(s) => s,
+        Err(s) if s.code() == tonic::Code::OutOfRange => {
+            // The master restarted (or we were away too long): watch from
+            // now, reading the task afresh.
+            *cursor = None;
+            return Err(anyhow::anyhow!("{}", s.message()));
+        }
+        Err(s) => return Err(crate::client::status_error(client.url(), &s)),
+    };
+    let mut read_task = true;
+    loop {
+        if read_task {
+            let task = client.get_task(id).await?;
+            contact.heard();
+            progress.observe(&task);
+            if task.has_ended() {
+                return Ok(task);
+            }
+        }
+        let deadline = Instant::now() + QUIET;
+        let event = loop {
+            let spin = tokio::time::sleep(SPIN);
+            tokio::select! {
+                m = stream.message() => break m,
+                _ = spin => {
+                    progress.spin(started.elapsed());
+                    if Instant::now() >= deadline {
+                        anyhow::bail!("the watch stream went quiet");
+                    }
+                }
+            }
+        };
+        let event = match event {
+            Ok(Some(e)) => e,
+            Ok(None) => anyhow::bail!("the master ended the watch stream"),
+            Err(s) => {
+                if s.code() == tonic::Code::OutOfRange {
+                    *cursor = None;
+                }
+                return Err(crate::client::status_error(client.url(), &s));
+            }
+        };
+        contact.heard();
+        *cursor = Some(event.cursor.clone());
+        // The start (the task may have changed before we watched) and every
+        // change of this task: read it. Ticks only say the master is there.
+        read_task = event.kind != "tick";
+    }
 }
 
 /// How the process exits for a finished task (see the module docs).
@@ -178,6 +260,15 @@ impl Progress {
             FRAMES[self.frame],
             self.id,
             elapsed.as_secs_f64()
+        ));
+    }
+
+    /// Contact with the master is lost: say so, and that the task may run on.
+    fn lost(&mut self, lost: &LostContact) {
+        let clear = if self.terminal { "\r\x1b[K" } else { "" };
+        eprint_line(&format!(
+            "{clear}{lost}; task {} may still be running (berth task show {})\n",
+            self.id, self.id
         ));
     }
 

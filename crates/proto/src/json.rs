@@ -125,3 +125,24 @@ pub fn worker(w: &v1::Worker) -> Value {
 pub fn workers(list: &[v1::Worker]) -> Value {
     json!({ "workers": list.iter().map(worker).collect::<Vec<_>>() })
 }
+
+/// A watch event (`GET /api/v1/events`), fields that do not apply left out.
+pub fn watch_event(e: &v1::WatchEvent) -> Value {
+    let mut v = json!({ "kind": e.kind, "cursor": e.cursor });
+    if e.id != 0 {
+        v["id"] = json!(e.id);
+    }
+    if e.task_id != 0 {
+        v["task_id"] = json!(e.task_id);
+    }
+    for (k, s) in [
+        ("worker_id", &e.worker_id),
+        ("worker_name", &e.worker_name),
+        ("state", &e.state),
+    ] {
+        if !s.is_empty() {
+            v[k] = json!(s);
+        }
+    }
+    v
+}

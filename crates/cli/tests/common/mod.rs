@@ -410,6 +410,28 @@ pub fn http_request(
     parse_response(&raw)
 }
 
+/// The status line and the start of a streamed answer (server-sent
+/// events), read until `until` appears in what came.
+pub fn http_stream_start(base: &str, path: &str, token: &str, until: &str) -> (u16, String) {
+    let mut s = http_send(base, "GET", path, Some(token), None);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(until) {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 /// Send a request and return the socket, for reading a streamed answer.
 pub fn http_send(
     base: &str,

@@ -29,6 +29,10 @@ pub enum ApiError {
     /// batch); worth retrying.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    /// A watch cannot resume from the cursor given: take a fresh snapshot
+    /// and watch from now.
+    #[error("{0}")]
+    Gone(#[from] crate::engine::feed::Gone),
     /// The master failed on its side (a file it could not read).
     #[error("{0}")]
     Internal(String),

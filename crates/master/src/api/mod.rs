@@ -17,6 +17,7 @@
 //! | `outputs` | output files: one task's list, one file, every task's |
 //! | `workers` | the worker list, one worker, drain / register / unregister |
 //! | `reconcile` | the allocation audit on demand |
+//! | `watch` | the feed of committed changes as a stream (instead of polling) |
 
 mod error;
 mod list;
@@ -24,12 +25,14 @@ mod logs;
 mod outputs;
 mod reconcile;
 mod tasks;
+mod watch;
 mod workers;
 
 pub use error::ApiError;
 pub use list::{DEFAULT_LIMIT, MAX_LIMIT, TaskFilter, TaskPage, TaskQuery};
 pub use logs::{LogChunk, LogChunks, LogQuery};
 pub use outputs::{FILE_CHUNK, FileChunks, OutputFile, TaskOutputs};
+pub use watch::{TICK_EVERY, WatchItem, WatchQuery, WatchStream};
 pub use workers::WorkerDetail;
 
 use crate::engine::EngineHandle;
@@ -44,6 +47,8 @@ pub struct Api {
     outputs: OutputStore,
     /// Turns `true` when the master stops: followed logs end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Client calls served over gRPC `Control` (`berth_control_requests_total`).
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Api {
@@ -58,7 +63,19 @@ impl Api {
             logs,
             outputs,
             stopping,
+            requests: Default::default(),
         }
+    }
+
+    /// Count one client call (the gRPC adapter counts each it serves).
+    pub fn note_request(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Client calls served over gRPC since start.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The engine, for what is not a client operation (health, metrics).

@@ -12,12 +12,14 @@
 //! simulation runs the same code on simulated time.
 
 mod command;
+pub mod feed;
 mod health;
 mod step;
 #[cfg(test)]
 mod tests;
 
 pub use command::{AdminOp, Command, Query, ReplyTo, SessionTx};
+pub use feed::Feed;
 pub use health::Health;
 pub use step::{Engine, Now, liveness_shift};
 
@@ -43,6 +45,7 @@ pub fn now_ms() -> Millis {
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     health: Arc<Health>,
+    feed: Arc<Feed>,
 }
 
 /// Why the engine could not answer. Both are worth retrying: the
@@ -85,6 +88,11 @@ impl EngineHandle {
         rx.await.map_err(|_| Unavailable::Stopped)?
     }
 
+    /// The feed of committed changes.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
+    }
+
     /// Whether the engine runs and its store takes writes.
     pub fn health(&self) -> &Health {
         &self.health
@@ -112,6 +120,7 @@ pub fn spawn<S: berth_store::Store>(
         },
     );
     let health = engine.health().clone();
+    let feed = engine.feed().clone();
     let join = std::thread::Builder::new()
         .name("berth-engine".into())
         .spawn(move || {
@@ -124,7 +133,7 @@ pub fn spawn<S: berth_store::Store>(
             r
         })
         .expect("spawn engine thread");
-    (EngineHandle { tx, health }, join)
+    (EngineHandle { tx, health, feed }, join)
 }
 
 /// The engine thread's loop: wait for a command or the tick, take every

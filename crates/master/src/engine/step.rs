@@ -5,7 +5,7 @@
 //! (`master/tests/sim`) feeds it simulated time, so both run this code.
 
 use super::command::{Command, Query, ReconcileReply, Reply, SessionTx, reply_with};
-use super::{AdminOp, Health, Unavailable};
+use super::{AdminOp, Feed, Health, Unavailable};
 use crate::state::{AdminError, Effects, Outbound, ReconcileReport, ReportError, State};
 use berth_core::{Millis, WorkerId};
 use berth_proto::v1;
@@ -59,6 +59,8 @@ pub struct Engine<S: Store> {
     /// undone when the batch cannot be committed.
     session_undo: Vec<(WorkerId, Option<Session>)>,
     health: Arc<Health>,
+    /// Committed changes, for watchers.
+    feed: Arc<Feed>,
     reconcile_every: Duration,
     /// On the monotonic clock of [`Now::mono`].
     next_reconcile: Duration,
@@ -80,6 +82,9 @@ impl<S: Store> Engine<S> {
             sessions: HashMap::new(),
             session_undo: Vec::new(),
             health: Arc::new(Health::default()),
+            // The incarnation: the master's start time, so a cursor from
+            // before a restart is told apart.
+            feed: Arc::new(Feed::new(now.wall_ms as u64)),
             reconcile_every,
             next_reconcile: now.mono,
             next_probe: now.mono,
@@ -94,6 +99,10 @@ impl<S: Store> Engine<S> {
 
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// The session the engine holds open for `worker`, if any.
@@ -180,6 +189,7 @@ impl<S: Store> Engine<S> {
             }
             return Ok(());
         }
+        self.feed.publish(&fx.writes);
         for r in replies {
             r(None);
         }

@@ -4,7 +4,7 @@
 //! [`super::status`].
 
 use super::status;
-use crate::api::{Api, LogQuery, TaskFilter, TaskQuery};
+use crate::api::{Api, LogQuery, TaskFilter, TaskQuery, WatchQuery};
 use berth_core::{TaskId, TaskSpec};
 use berth_proto::v1::control_server::Control;
 use berth_proto::{check_bearer, v1};
@@ -25,11 +25,20 @@ impl ControlService {
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<v1::LogChunk, Status>> + Send>>;
+type WatchEvents = Pin<Box<dyn Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
 type FileStream = Pin<Box<dyn Stream<Item = Result<v1::FileChunk, Status>> + Send>>;
 
 /// An optional text field: empty on the wire means absent.
 fn given(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
+}
+
+impl ControlService {
+    /// Every call: count it, then check its token.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.api.note_request();
+        check_bearer(req, &self.token)
+    }
 }
 
 #[tonic::async_trait]
@@ -38,7 +47,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::SubmitTaskResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let spec = req
             .spec
@@ -57,7 +66,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let query = TaskQuery {
             filter: TaskFilter {
@@ -81,7 +90,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let id = TaskId(req.into_inner().task_id);
         Ok(Response::new(self.api.show(id).await.map_err(status)?))
     }
@@ -90,7 +99,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::CancelTaskRequest>,
     ) -> Result<Response<v1::CancelTaskResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let id = TaskId(req.into_inner().task_id);
         let task = self.api.cancel(id).await.map_err(status)?;
         Ok(Response::new(v1::CancelTaskResponse { task: Some(task) }))
@@ -100,7 +109,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let workers = self.api.workers().await.map_err(status)?;
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
@@ -109,7 +118,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let dry_run = req.into_inner().dry_run;
         Ok(Response::new(
             self.api.reconcile(dry_run).await.map_err(status)?,
@@ -120,7 +129,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::WorkerNameRequest>,
     ) -> Result<Response<v1::AdminResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let message = self
             .api
             .drain(&req.into_inner().name)
@@ -133,7 +142,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::WorkerNameRequest>,
     ) -> Result<Response<v1::AdminResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let message = self
             .api
@@ -147,7 +156,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::WorkerNameRequest>,
     ) -> Result<Response<v1::AdminResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let message = self
             .api
             .register(&req.into_inner().name)
@@ -160,7 +169,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::ListTaskFilesRequest>,
     ) -> Result<Response<v1::ListTaskFilesResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let id = TaskId(req.into_inner().task_id);
         let files = self.api.task_files(id).await.map_err(status)?;
         Ok(Response::new(v1::ListTaskFilesResponse {
@@ -173,7 +182,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::ListOutputsRequest>,
     ) -> Result<Response<v1::ListOutputsResponse>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let tasks = self.api.outputs().await.map_err(status)?;
         Ok(Response::new(v1::ListOutputsResponse { tasks }))
     }
@@ -184,7 +193,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::DownloadFileRequest>,
     ) -> Result<Response<FileStream>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let (_, chunks) = self
             .api
@@ -200,7 +209,7 @@ impl Control for ControlService {
         &self,
         req: Request<v1::TaskLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
-        check_bearer(&req, &self.token)?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let query = LogQuery {
             offset: req.offset,
@@ -213,5 +222,20 @@ impl Control for ControlService {
             .await
             .map_err(status)?;
         Ok(Response::new(Box::pin(chunks.map(|c| c.map_err(status)))))
+    }
+
+    type WatchStream = WatchEvents;
+
+    async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<WatchEvents>, Status> {
+        self.admit(&req)?;
+        let req = req.into_inner();
+        let query = WatchQuery {
+            cursor: Some(req.cursor),
+            task: (req.task_id != 0).then_some(TaskId(req.task_id)),
+        };
+        let items = self.api.watch(query).await.map_err(status)?;
+        Ok(Response::new(Box::pin(items.map(|i| {
+            i.map(|i| v1::WatchEvent::from(&i)).map_err(status)
+        }))))
     }
 }

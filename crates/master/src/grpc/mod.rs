@@ -29,6 +29,7 @@ pub(crate) fn status(e: ApiError) -> Status {
             "{message} (submit with --queue-anyway to queue it regardless)"
         )),
         ApiError::Unavailable(u) => u.into(),
+        ApiError::Gone(_) => Status::out_of_range(message),
         ApiError::Internal(_) => Status::internal(message),
     }
 }

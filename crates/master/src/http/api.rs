@@ -7,13 +7,14 @@
 use super::HttpState;
 use super::error::HttpError;
 use super::{json, submit};
-use crate::api::{LogQuery, TaskFilter, TaskQuery};
+use crate::api::{LogQuery, TaskFilter, TaskQuery, WatchQuery};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::TaskId;
+use berth_proto::v1;
 use serde_json::{Map, Value, json};
 use tokio_stream::StreamExt;
 
@@ -283,6 +284,48 @@ pub async fn task_logs(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// `GET /api/v1/events[?cursor=C][&task=ID]`: the committed changes as
+/// server-sent events (`event:` the kind, `id:` the cursor, `data:` the
+/// change as JSON), starting with a `start` event; a browser's
+/// `EventSource` resumes by itself with `Last-Event-ID`. 410 when the
+/// master cannot resume from the cursor: take a fresh snapshot.
+pub async fn events(
+    State(st): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
+    let mut query = WatchQuery {
+        cursor: headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        task: None,
+    };
+    for (k, v) in params(q, &["cursor", "task"])? {
+        match k.as_str() {
+            "cursor" => query.cursor = Some(v),
+            _ => {
+                query.task = Some(task_id(&v).map_err(|_| {
+                    HttpError::bad_field("task", format!("task: '{v}' is not a task id"))
+                })?)
+            }
+        }
+    }
+    let items = st.api.watch(query).await?;
+    let events = items.map(|i| {
+        i.map(|i| {
+            let e = v1::WatchEvent::from(&i);
+            let data = json::watch_event(&e);
+            axum::response::sse::Event::default()
+                .event(e.kind.clone())
+                .id(e.cursor.clone())
+                .data(data.to_string())
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    Ok(axum::response::sse::Sse::new(events).into_response())
 }
 
 /// `GET /api/v1/workers`: every worker, by name.

@@ -57,6 +57,7 @@ impl From<api::ApiError> for HttpError {
         let message = e.to_string();
         match e {
             E::InvalidArgument { field, .. } => HttpError::bad_field(field, message),
+            E::Gone(_) => HttpError::new(StatusCode::GONE, message),
             E::NotFound(_) => HttpError::not_found(message),
             E::Conflict(_) => HttpError::new(StatusCode::CONFLICT, message),
             E::NeverFits(_) => HttpError::new(

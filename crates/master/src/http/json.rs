@@ -3,7 +3,7 @@
 //! the same vocabulary as the CLI's `--json`. Absent values (no exit code,
 //! no end time) are `null`, not zero.
 
-pub use berth_proto::json::{attempt, resources, task, worker};
+pub use berth_proto::json::{attempt, resources, task, watch_event, worker};
 use berth_proto::{resources_or_zero, v1};
 use serde_json::{Value, json};
 

@@ -45,6 +45,8 @@ struct Sample {
     /// accepted now (read from the engine's health, not its state).
     commit_failures: u64,
     writable: bool,
+    /// gRPC `Control` calls served since start.
+    control_requests: u64,
 }
 
 fn sample(s: &State) -> Sample {
@@ -79,6 +81,7 @@ fn sample(s: &State) -> Sample {
         workers,
         counters: s.counters(),
         commit_failures: 0,
+        control_requests: 0,
         writable: true,
     }
 }
@@ -88,6 +91,7 @@ pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, HttpErr
     let health = st.engine.health();
     s.commit_failures = health.commit_failures();
     s.writable = health.check().is_ok();
+    s.control_requests = st.api.requests();
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&s)).into_response())
 }
 
@@ -308,6 +312,13 @@ fn render(s: &Sample) -> String {
             u8::from(w.overcommitted)
         );
     }
+    family(
+        &mut out,
+        "berth_control_requests_total",
+        "counter",
+        "Client calls served over gRPC (Control), since start.",
+    );
+    let _ = writeln!(out, "berth_control_requests_total {}", s.control_requests);
     family(
         &mut out,
         "berth_store_commit_failures_total",

@@ -81,6 +81,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/v1/workers/{id}/register", true),
     route("POST", "/api/v1/workers/{id}/unregister", true),
     route("POST", "/api/v1/reconcile", true),
+    route("GET", "/api/v1/events", true),
 ];
 
 /// 200 `ok` while the engine runs and the store takes writes; 503 with the
@@ -109,6 +110,7 @@ fn handler(r: &Route) -> MethodRouter<HttpState> {
         ("GET", "/api/v1/workers") => get(api::list_workers),
         ("GET", "/api/v1/outputs") => get(api::outputs),
         ("GET", "/api/v1/workers/{id}") => get(api::get_worker),
+        ("GET", "/api/v1/events") => get(api::events),
         ("POST", "/api/v1/workers/{id}/drain") => post(api::drain_worker),
         ("POST", "/api/v1/workers/{id}/register") => post(api::register_worker),
         ("POST", "/api/v1/workers/{id}/unregister") => post(api::unregister_worker),
