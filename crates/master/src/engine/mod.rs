@@ -13,6 +13,7 @@
 
 mod command;
 mod health;
+mod lifecycle;
 mod step;
 #[cfg(test)]
 mod tests;
