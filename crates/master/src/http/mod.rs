@@ -23,6 +23,7 @@ mod error;
 mod json;
 mod metrics;
 mod openapi;
+mod process;
 mod submit;
 
 pub use openapi::OPENAPI_JSON;
