@@ -14,6 +14,7 @@ mod config;
 mod download;
 mod input;
 mod json;
+mod logging;
 mod render;
 mod serve;
 mod shell;
@@ -70,6 +71,7 @@ fn accepts_json(cmd: &Command) -> bool {
         Command::Status | Command::Stats { .. } | Command::InternalState => true,
         Command::Dispatch(_)
         | Command::Drain { .. }
+        | Command::Undrain { .. }
         | Command::Unregister { .. }
         | Command::Register { .. } => true,
         // Its figures are JSON lines already.
@@ -142,7 +144,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::master(rt, settings.config()).map(code)
+            serve::master(rt, settings.config(), settings.log_format.value).map(code)
         }
         Command::Worker(a) => {
             let settings = sources.worker(&a, cli.master.as_deref(), cli.token.as_deref())?;
@@ -150,7 +152,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::worker(rt, settings.config()).map(code)
+            serve::worker(rt, settings.config(), settings.log_format.value).map(code)
         }
         Command::Dev(a) => {
             let settings = sources.dev(&a)?;
@@ -158,10 +160,16 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::dev(rt, settings.master_config(), settings.worker_config()).map(code)
+            serve::dev(
+                rt,
+                settings.master_config(),
+                settings.worker_config(),
+                settings.log_format.value,
+            )
+            .map(code)
         }
         Command::Shell => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let client = rt.block_on(Client::connect(&c.master.value, &c.token.value))?;
             let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".berth_history"));
@@ -172,7 +180,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
             shell::run(rt, &client, opts).map(code)
         }
         Command::Task(TaskCommand::Submit(s)) if s.wait => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let Request::Submit { spec, queue_anyway } =
                 request(Command::Task(TaskCommand::Submit(s)))?
@@ -185,7 +193,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
             })
         }
         other => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let request = request(other)?;
             let mode = if cli.json { Mode::Json } else { Mode::Plain };
@@ -249,6 +257,10 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
         Command::Status => Request::Status,
         Command::Stats { worker } => Request::Stats { worker },
         Command::InternalState => Request::InternalState,
+        Command::Undrain { worker } => Request::Worker {
+            action: WorkerAction::Undrain,
+            name: worker,
+        },
         Command::Drain { worker } => Request::Worker {
             action: WorkerAction::Drain,
             name: worker,
