@@ -96,6 +96,12 @@ pub enum Command {
         #[arg(value_name = "WORKER")]
         worker: String,
     },
+    /// Undo a drain: the worker takes new tasks again.
+    Undrain {
+        /// The worker's name.
+        #[arg(value_name = "WORKER")]
+        worker: String,
+    },
     /// Remove a drained (or down) worker that runs nothing from the
     /// records. Its agent must be stopped first (a connected worker is
     /// refused: it would join again at once); unregistering also takes the
@@ -191,6 +197,10 @@ pub struct MasterArgs {
     pub heartbeat: HeartbeatArgs,
     #[command(flatten)]
     pub scheduling: SchedulingArgs,
+    /// How the log looks: `text` (coloured only on a terminal) or `json`
+    /// (one object per line) [default: text].
+    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
@@ -242,6 +252,10 @@ pub struct WorkerArgs {
     pub labels: Vec<String>,
     #[command(flatten)]
     pub resources: ResourceArgs,
+    /// How the log looks: `text` (coloured only on a terminal) or `json`
+    /// (one object per line) [default: text].
+    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
@@ -280,6 +294,10 @@ pub struct DevArgs {
     pub max_output: Option<String>,
     #[command(flatten)]
     pub resources: ResourceArgs,
+    /// How the log looks: `text` (coloured only on a terminal) or `json`
+    /// (one object per line) [default: text].
+    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
@@ -592,6 +610,9 @@ mod tests {
     fn operator_and_bench_commands() {
         assert!(
             matches!(parse(&["drain", "Tessa"]).command, Command::Drain { worker } if worker == "Tessa")
+        );
+        assert!(
+            matches!(parse(&["undrain", "Tessa"]).command, Command::Undrain { worker } if worker == "Tessa")
         );
         assert!(matches!(
             parse(&["unregister", "Tessa"]).command,

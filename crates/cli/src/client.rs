@@ -236,6 +236,11 @@ impl Client {
         Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
     }
 
+    pub async fn undrain_worker(&self, name: &str) -> anyhow::Result<String> {
+        let resp = self.inner.clone().undrain_worker(name_request(name)).await;
+        Ok(resp.map_err(|s| self.status(s))?.into_inner().message)
+    }
+
     pub async fn unregister_worker(
         &self,
         name: &str,

@@ -59,8 +59,8 @@ pub enum Request {
         task_id: u64,
         dir: Option<std::path::PathBuf>,
     },
-    /// An operator action on one worker, by name (`drain`, `unregister`,
-    /// `register`).
+    /// An operator action on one worker, by name (`drain`, `undrain`,
+    /// `unregister`, `register`).
     Worker {
         action: WorkerAction,
         name: String,
@@ -72,6 +72,8 @@ pub enum Request {
 pub enum WorkerAction {
     /// No new placements; running tasks finish.
     Drain,
+    /// Take new tasks again after a drain.
+    Undrain,
     /// Remove a drained (or down) worker that runs nothing.
     Unregister,
     /// Unregister a down worker whose machine is gone: its attempts whose
@@ -85,6 +87,7 @@ impl WorkerAction {
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerAction::Drain => "drain",
+            WorkerAction::Undrain => "undrain",
             WorkerAction::Unregister | WorkerAction::UnregisterDead => "unregister",
             WorkerAction::Register => "register",
         }
@@ -245,6 +248,7 @@ pub async fn execute(client: &Client, req: &Request, mode: Mode) -> anyhow::Resu
         Request::Worker { action, name } => {
             let message = match action {
                 WorkerAction::Drain => client.drain_worker(name).await?,
+                WorkerAction::Undrain => client.undrain_worker(name).await?,
                 WorkerAction::Unregister => client.unregister_worker(name, false).await?,
                 WorkerAction::UnregisterDead => client.unregister_worker(name, true).await?,
                 WorkerAction::Register => client.register_worker(name).await?,

@@ -17,6 +17,7 @@
 
 use crate::args::{DevArgs, MasterArgs, ResourceArgs, SchedulingArgs, WorkerArgs};
 use crate::args::{parse_addr, parse_duration};
+use crate::logging::LogFormat;
 use anyhow::{Context, anyhow, bail};
 use berth_core::units::{GIB, MAX_MEMORY_BYTES, MAX_STORAGE_BYTES};
 use berth_core::units::{format_cores_exact, format_size, parse_cores, parse_gpus, parse_size};
@@ -154,6 +155,15 @@ pub const KEYS: &[Key] = &[
         "only worker names allowed with `berth register NAME` may join"
     ),
     key!(
+        "master",
+        "log_format",
+        "BERTH_LOG_FORMAT",
+        "--log-format",
+        "text",
+        "master",
+        "how the log on stderr looks: `text` (coloured only when stderr is a terminal) or `json` (one object per line: `timestamp`, `level`, `target`, `fields`)"
+    ),
+    key!(
         "worker",
         "name",
         "BERTH_WORKER_NAME",
@@ -244,6 +254,15 @@ pub const KEYS: &[Key] = &[
         "on SIGTERM/SIGINT, take no new work and wait for running tasks before exiting"
     ),
     key!(
+        "worker",
+        "log_format",
+        "BERTH_LOG_FORMAT",
+        "--log-format",
+        "text",
+        "worker",
+        "how the log on stderr looks: `text` (coloured only when stderr is a terminal) or `json` (one object per line: `timestamp`, `level`, `target`, `fields`)"
+    ),
+    key!(
         "dev",
         "data_dir",
         "BERTH_DEV_DATA_DIR",
@@ -269,6 +288,15 @@ pub const KEYS: &[Key] = &[
         "127.0.0.1:7701",
         "dev",
         "HTTP listen address of the dev master, or `off`"
+    ),
+    key!(
+        "dev",
+        "log_format",
+        "BERTH_LOG_FORMAT",
+        "--log-format",
+        "text",
+        "dev",
+        "how the log on stderr looks: `text` (coloured only when stderr is a terminal) or `json` (one object per line: `timestamp`, `level`, `target`, `fields`)"
     ),
     key!(
         "client",
@@ -492,9 +520,24 @@ impl Sources {
             data_dir: absolute_setting(data_dir)?,
             tuning,
             scheduling,
+            log_format: self.log_format("master", a.log_format)?,
         };
         s.validate()?;
         Ok(s)
+    }
+
+    /// `log_format` of the role's section.
+    fn log_format(
+        &self,
+        section: &str,
+        flag: Option<LogFormat>,
+    ) -> anyhow::Result<Setting<LogFormat>> {
+        self.get(
+            key(section, "log_format"),
+            flag,
+            log_format_value,
+            LogFormat::default,
+        )
     }
 
     fn tuning(&self, hb: &crate::args::HeartbeatArgs) -> anyhow::Result<Tuning> {
@@ -645,6 +688,7 @@ impl Sources {
             shape,
             data_dir: absolute_setting(data_dir)?,
             drain_on_exit,
+            log_format: self.log_format("worker", a.log_format)?,
         };
         s.config().validate().map_err(|e| anyhow!("{e}"))?;
         Ok(s)
@@ -677,6 +721,7 @@ impl Sources {
                 a.max_output.as_ref(),
                 &a.labels,
             )?,
+            log_format: self.log_format("dev", a.log_format)?,
         };
         s.master_config().validate()?;
         Ok(s)
@@ -873,6 +918,10 @@ fn output_size_value(v: &toml::Value) -> Result<u64, String> {
     parse_size("max_output", &number_text(v)?, GIB, MAX_STORAGE_BYTES).map_err(|e| e.message)
 }
 
+fn log_format_value(v: &toml::Value) -> Result<LogFormat, String> {
+    crate::logging::parse_log_format(&string_value(v)?)
+}
+
 fn strategy_value(v: &toml::Value) -> Result<berth_core::Strategy, String> {
     crate::args::parse_strategy(&string_value(v)?)
 }
@@ -1034,6 +1083,7 @@ pub struct MasterSettings {
     pub data_dir: Setting<PathBuf>,
     pub tuning: Tuning,
     pub scheduling: Scheduling,
+    pub log_format: Setting<LogFormat>,
 }
 
 impl MasterSettings {
@@ -1059,6 +1109,7 @@ impl MasterSettings {
         line(&mut out, "data_dir", &path(&self.data_dir));
         self.tuning.print(&mut out);
         self.scheduling.print(&mut out);
+        line(&mut out, "log_format", &log_format(&self.log_format));
         out
     }
 }
@@ -1147,6 +1198,7 @@ pub struct WorkerSettings {
     pub shape: Shape,
     pub data_dir: Setting<PathBuf>,
     pub drain_on_exit: Setting<bool>,
+    pub log_format: Setting<LogFormat>,
 }
 
 impl WorkerSettings {
@@ -1184,6 +1236,7 @@ impl WorkerSettings {
                 self.drain_on_exit.origin.clone(),
             ),
         );
+        line(&mut out, "log_format", &log_format(&self.log_format));
         out
     }
 }
@@ -1196,6 +1249,7 @@ pub struct DevSettings {
     pub tuning: Tuning,
     pub scheduling: Scheduling,
     pub shape: Shape,
+    pub log_format: Setting<LogFormat>,
 }
 
 impl DevSettings {
@@ -1227,6 +1281,7 @@ impl DevSettings {
         line(&mut out, "listen", &addr(&self.listen));
         line(&mut out, "http", &http(&self.http));
         line(&mut out, "data_dir", &path(&self.data_dir));
+        line(&mut out, "log_format", &log_format(&self.log_format));
         out.push_str("\n[master]\n");
         self.tuning.print(&mut out);
         self.scheduling.print(&mut out);
@@ -1281,6 +1336,10 @@ fn http(s: &Setting<Option<SocketAddr>>) -> (String, Origin) {
 
 fn path(s: &Setting<PathBuf>) -> (String, Origin) {
     (quoted(&s.value.display().to_string()), s.origin.clone())
+}
+
+fn log_format(s: &Setting<LogFormat>) -> (String, Origin) {
+    (quoted(s.value.as_str()), s.origin.clone())
 }
 
 fn dur(s: &Setting<Duration>) -> (String, Origin) {
@@ -1362,6 +1421,37 @@ mod tests {
         assert!(s.data_dir.value.is_absolute());
         assert!(s.data_dir.value.ends_with("berth-data"));
         assert_eq!(s.tuning.heartbeat_ttl.value, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn log_format_is_layered_for_each_role() {
+        let file = "[master]\nlog_format = \"json\"\n[worker]\nlog_format = \"text\"\n";
+        let src = sources(Some(file), &[]).unwrap();
+        let m = src.master(&master_args(&[])).unwrap();
+        assert_eq!(
+            (m.log_format.value, &m.log_format.origin),
+            (LogFormat::Json, &Origin::File)
+        );
+        assert!(m.to_toml(None).contains("log_format = \"json\""));
+        let w = src.worker(&worker_args(&[]), None, None).unwrap();
+        assert_eq!(w.log_format.value, LogFormat::Text);
+        let src = sources(Some(file), &[("BERTH_LOG_FORMAT", "text")]).unwrap();
+        let m = src.master(&master_args(&[])).unwrap();
+        assert_eq!(
+            (m.log_format.value, &m.log_format.origin),
+            (LogFormat::Text, &Origin::Env("BERTH_LOG_FORMAT"))
+        );
+        let m = src.master(&master_args(&["--log-format", "json"])).unwrap();
+        assert_eq!(m.log_format.value, LogFormat::Json);
+        let e = sources(None, &[("BERTH_LOG_FORMAT", "xml")])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "log_format: 'xml' is not a log format (text or json) (from BERTH_LOG_FORMAT)"
+        );
     }
 
     #[test]

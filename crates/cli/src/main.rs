@@ -15,6 +15,7 @@ mod contact;
 mod download;
 mod input;
 mod json;
+mod logging;
 mod render;
 mod serve;
 mod shell;
@@ -71,6 +72,7 @@ fn accepts_json(cmd: &Command) -> bool {
         Command::Status | Command::Stats { .. } | Command::InternalState => true,
         Command::Dispatch(_)
         | Command::Drain { .. }
+        | Command::Undrain { .. }
         | Command::Unregister { .. }
         | Command::Register { .. } => true,
         // Its figures are JSON lines already.
@@ -143,7 +145,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::master(rt, settings.config()).map(code)
+            serve::master(rt, settings.config(), settings.log_format.value).map(code)
         }
         Command::Worker(a) => {
             let settings = sources.worker(&a, cli.master.as_deref(), cli.token.as_deref())?;
@@ -151,7 +153,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::worker(rt, settings.config()).map(code)
+            serve::worker(rt, settings.config(), settings.log_format.value).map(code)
         }
         Command::Dev(a) => {
             let settings = sources.dev(&a)?;
@@ -159,10 +161,16 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::dev(rt, settings.master_config(), settings.worker_config()).map(code)
+            serve::dev(
+                rt,
+                settings.master_config(),
+                settings.worker_config(),
+                settings.log_format.value,
+            )
+            .map(code)
         }
         Command::Shell => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let client = rt.block_on(Client::connect(&c.master.value, &c.token.value))?;
             let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".berth_history"));
@@ -173,7 +181,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
             shell::run(rt, &client, opts).map(code)
         }
         Command::Task(TaskCommand::Submit(s)) if s.wait => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let Request::Submit { spec, queue_anyway } =
                 request(Command::Task(TaskCommand::Submit(s)))?
@@ -186,7 +194,7 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
             })
         }
         other => {
-            serve::init_logging(None, "warn")?;
+            logging::init(None, "warn", logging::LogFormat::Text)?;
             let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
             let request = request(other)?;
             let mode = if cli.json { Mode::Json } else { Mode::Plain };
@@ -250,6 +258,10 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
         Command::Status => Request::Status,
         Command::Stats { worker } => Request::Stats { worker },
         Command::InternalState => Request::InternalState,
+        Command::Undrain { worker } => Request::Worker {
+            action: WorkerAction::Undrain,
+            name: worker,
+        },
         Command::Drain { worker } => Request::Worker {
             action: WorkerAction::Drain,
             name: worker,

@@ -1,10 +1,11 @@
 //! The long-running roles: `berth master`, `berth worker` and `berth dev`
 //! (both in one process). Owns everything around the library entry points
-//! `berth_master::start` and `berth_worker::run`: logging, shutdown on
+//! `berth_master::start` and `berth_worker::run`: logging (`logging`), shutdown on
 //! SIGINT/SIGTERM or when the shell exits, the hints printed at start, and
 //! supervising the services so that one stopping stops the rest.
 
 use crate::client::Client;
+use crate::logging::{self, LogFormat};
 use crate::shell::{self, ShellOptions};
 use anyhow::{Context, anyhow};
 use berth_core::units::{format_cores, format_gb_unit};
@@ -13,7 +14,6 @@ use berth_worker::{Detected, WorkerConfig};
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,13 +155,14 @@ fn serve(
 }
 
 /// `berth master`.
-pub fn master(rt: &Runtime, config: MasterConfig) -> anyhow::Result<bool> {
+pub fn master(rt: &Runtime, config: MasterConfig, log_format: LogFormat) -> anyhow::Result<bool> {
     let interactive = std::io::stdin().is_terminal();
-    init_logging(
+    logging::init(
         interactive
             .then(|| config.data_dir.join("master.log"))
             .as_deref(),
         "info",
+        log_format,
     )?;
     let shutdown = Shutdown::new();
     stop_on_signals(rt, &shutdown, !interactive)?;
@@ -197,8 +198,8 @@ fn master_service(handle: MasterHandle) -> Service {
 }
 
 /// `berth worker`.
-pub fn worker(rt: &Runtime, config: WorkerConfig) -> anyhow::Result<bool> {
-    init_logging(None, "info")?;
+pub fn worker(rt: &Runtime, config: WorkerConfig, log_format: LogFormat) -> anyhow::Result<bool> {
+    logging::init(None, "info", log_format)?;
     if config.token.is_empty() {
         return Err(anyhow!(
             "a worker needs the cluster token: pass --token or set BERTH_TOKEN \
@@ -273,13 +274,15 @@ pub fn dev(
     rt: &Runtime,
     config: MasterConfig,
     mut worker_config: WorkerConfig,
+    log_format: LogFormat,
 ) -> anyhow::Result<bool> {
     let interactive = std::io::stdin().is_terminal();
-    init_logging(
+    logging::init(
         interactive
             .then(|| config.data_dir.join("dev.log"))
             .as_deref(),
         "info",
+        log_format,
     )?;
     let shutdown = Shutdown::new();
     stop_on_signals(rt, &shutdown, !interactive)?;
@@ -395,37 +398,6 @@ pub fn hostname() -> String {
     } else {
         name
     }
-}
-
-/// Log to stderr, or to `file` when a shell owns the terminal. `RUST_LOG`
-/// overrides `default_level`.
-pub fn init_logging(file: Option<&Path>, default_level: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening the log file {}", path.display()))?;
-            eprintln!("Logs go to {}", path.display());
-            let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .try_init();
-        }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
-    Ok(())
 }
 
 /// Putting the terminal back after raw-mode line editing when the process

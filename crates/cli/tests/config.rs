@@ -173,6 +173,14 @@ fn values() -> BTreeMap<&'static str, Values> {
             v(("true", "true"), ("yes", "true"), (None, "true")),
         ),
         (
+            "master.log_format",
+            v(
+                ("\"json\"", "\"json\""),
+                ("json", "\"json\""),
+                (Some("json"), "\"json\""),
+            ),
+        ),
+        (
             "worker.labels",
             v(
                 ("[\"gpu=a100\", \"zone=b\"]", "[\"gpu=a100\", \"zone=b\"]"),
@@ -238,6 +246,14 @@ fn values() -> BTreeMap<&'static str, Values> {
             v(("true", "true"), ("yes", "true"), (None, "true")),
         ),
         (
+            "worker.log_format",
+            v(
+                ("\"json\"", "\"json\""),
+                ("json", "\"json\""),
+                (Some("json"), "\"json\""),
+            ),
+        ),
+        (
             "dev.data_dir",
             v(
                 ("\"/tmp/berth-d-a\"", "\"/tmp/berth-d-a\""),
@@ -259,6 +275,14 @@ fn values() -> BTreeMap<&'static str, Values> {
                 ("false", "\"off\""),
                 ("127.0.0.1:7912", "\"127.0.0.1:7912\""),
                 (Some("off"), "\"off\""),
+            ),
+        ),
+        (
+            "dev.log_format",
+            v(
+                ("\"json\"", "\"json\""),
+                ("json", "\"json\""),
+                (Some("json"), "\"json\""),
             ),
         ),
         (

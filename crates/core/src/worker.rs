@@ -84,7 +84,8 @@ pub struct WorkerRecord {
     #[serde(default)]
     pub labels: Vec<(String, String)>,
     /// An operator drained it (`drain <worker>`): no new placements until
-    /// it is unregistered. Survives reconnects and master restarts.
+    /// it is undrained (`undrain <worker>`) or unregistered. Survives
+    /// reconnects and master restarts.
     #[serde(default)]
     pub drained: bool,
 }

@@ -13,9 +13,11 @@
 //! * `views` — state → wire messages.
 //! * `outputs` — task output files (`DATA_DIR/outputs/TASK_ID/…`).
 //! * `logs`, `token` — task log files, the cluster credential.
+//! * `access` — the access log of both listeners (`berth::access`).
 //!
 //! Entry point: [`start`].
 
+pub mod access;
 pub mod api;
 pub mod engine;
 mod grpc;
@@ -242,6 +244,7 @@ pub async fn start(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .layer(access::AccessLogLayer::grpc())
             .add_service(ControlServer::new(control))
             .add_service(WorkerLinkServer::new(link))
             .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx)),

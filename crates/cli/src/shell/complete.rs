@@ -36,7 +36,7 @@ pub const SPEC_FLAGS: &[&str] = &[
 ];
 
 /// Commands whose one argument is an existing worker's name.
-const WORKER_COMMANDS: &[&str] = &["stats", "drain", "unregister"];
+const WORKER_COMMANDS: &[&str] = &["stats", "drain", "undrain", "unregister"];
 
 /// Aliases that complete as well as the names `help` lists.
 const ALIASES: &[&str] = &["reconcile", "quit", "tasks"];
@@ -257,6 +257,7 @@ mod tests {
         assert!(words("cancel 12 ").is_empty());
         assert_eq!(words("stats T"), ["Tessa"]);
         assert_eq!(words("drain "), ["Tessa", "Uma"]);
+        assert_eq!(words("undrain U"), ["Uma"]);
         assert_eq!(words("unregister U"), ["Uma"]);
         assert!(words("register ").is_empty());
         assert_eq!(words("dispatch T"), ["Tessa"]);

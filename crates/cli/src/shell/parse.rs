@@ -144,6 +144,12 @@ pub const COMMANDS: &[CommandHelp] = &[
         summary: "place no new tasks on a worker; the ones it runs finish (workers shows it as drained)",
     },
     CommandHelp {
+        name: "undrain",
+        usage: "undrain <worker>",
+        example: "undrain Tessa",
+        summary: "undo a drain: the worker takes new tasks again",
+    },
+    CommandHelp {
         name: "unregister",
         usage: "unregister <worker>",
         example: "unregister Tessa",
@@ -263,6 +269,7 @@ pub fn parse_words(words: &[String]) -> Result<ShellCommand, String> {
             _ => return Err("download takes a task id and a folder: download <task> [dir]".into()),
         },
         "drain" => worker_command("drain", WorkerAction::Drain, args)?,
+        "undrain" => worker_command("undrain", WorkerAction::Undrain, args)?,
         "unregister" => worker_command("unregister", WorkerAction::Unregister, args)?,
         "register" => worker_command("register", WorkerAction::Register, args)?,
         "fix-resources" | "reconcile" => {
@@ -351,7 +358,7 @@ fn flag_name(word: &str) -> Option<(String, Option<String>)> {
     Some((name.replace('-', "_"), value))
 }
 
-/// `drain`, `unregister`, `register`: one worker name.
+/// `drain`, `undrain`, `unregister`, `register`: one worker name.
 fn worker_command(cmd: &str, action: WorkerAction, args: &[String]) -> Result<Request, String> {
     let dead = |f: &String| f == "--confirm-dead" || f == "-confirm_dead";
     if action == WorkerAction::Unregister
@@ -851,6 +858,7 @@ mod scheduling_tests {
         };
         for (line, action) in [
             ("drain Tessa", WorkerAction::Drain),
+            ("undrain Tessa", WorkerAction::Undrain),
             ("unregister Tessa", WorkerAction::Unregister),
             (
                 "unregister Tessa --confirm-dead",
@@ -879,7 +887,7 @@ mod scheduling_tests {
             assert!(e.starts_with(why), "{line}: {e}");
         }
         let help = help_text(None).unwrap();
-        for name in ["dispatch", "drain", "unregister", "register"] {
+        for name in ["dispatch", "drain", "undrain", "unregister", "register"] {
             assert!(help.contains(&format!("  {name} ")), "{help}");
         }
     }

@@ -63,6 +63,11 @@ impl Api {
         self.admin(AdminOp::Drain, name).await
     }
 
+    /// Undo a drain: the worker takes new work again.
+    pub async fn undrain(&self, name: &str) -> Result<String, ApiError> {
+        self.admin(AdminOp::Undrain, name).await
+    }
+
     /// Allow the name to join a cluster started with
     /// `--require-registration`.
     pub async fn register(&self, name: &str) -> Result<String, ApiError> {

@@ -86,6 +86,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOp {
     Drain,
+    /// Take work again after a drain.
+    Undrain,
     Unregister,
     /// Unregister a worker whose machine is gone: its unknown attempts are
     /// recorded lost first (`unregister --confirm-dead`).

@@ -14,6 +14,7 @@
 mod command;
 pub mod feed;
 mod health;
+mod lifecycle;
 mod step;
 #[cfg(test)]
 mod tests;

@@ -190,6 +190,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         self.feed.publish(&fx.writes);
+        super::lifecycle::log_committed(&self.state, &fx.writes, now);
         for r in replies {
             r(None);
         }
@@ -398,6 +399,10 @@ impl<S: Store> Engine<S> {
                     AdminOp::Drain => self.state.drain(&name, fx).map(|_| {
                         format!("Worker {name} drained: it takes no new tasks; running ones finish")
                     }),
+                    AdminOp::Undrain => self
+                        .state
+                        .undrain(&name, fx)
+                        .map(|_| format!("Worker {name} undrained: it takes new tasks again")),
                     AdminOp::Unregister | AdminOp::UnregisterDead => {
                         match self.state.worker_named(&name) {
                             Ok(id) if self.sessions.contains_key(&id) => {

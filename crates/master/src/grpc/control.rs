@@ -138,6 +138,19 @@ impl Control for ControlService {
         Ok(Response::new(v1::AdminResponse { message }))
     }
 
+    async fn undrain_worker(
+        &self,
+        req: Request<v1::WorkerNameRequest>,
+    ) -> Result<Response<v1::AdminResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        let message = self
+            .api
+            .undrain(&req.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::AdminResponse { message }))
+    }
+
     async fn unregister_worker(
         &self,
         req: Request<v1::WorkerNameRequest>,

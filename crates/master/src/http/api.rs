@@ -362,6 +362,17 @@ pub async fn drain_worker(
     Ok(worker_action("drain", &name, message))
 }
 
+/// `POST /api/v1/workers/{id}/undrain` (by name): it takes new work again.
+pub async fn undrain_worker(
+    State(st): State<HttpState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    object_body(&body, &[])?;
+    let message = st.api.undrain(&name).await?;
+    Ok(worker_action("undrain", &name, message))
+}
+
 /// `POST /api/v1/workers/{id}/register` (by name): allow it to join.
 pub async fn register_worker(
     State(st): State<HttpState>,

@@ -6,6 +6,10 @@
 //! Units are those of the name: CPU in cores, memory and storage in bytes,
 //! times in seconds (written from exact integers, never accumulated as
 //! floats).
+//!
+//! Besides the cluster: `berth_build_info{version}` (always 1) and the
+//! process's own figures (`process_*`, from `/proc/self`; absent where
+//! there is none).
 
 use super::HttpState;
 use super::error::HttpError;
@@ -47,6 +51,8 @@ struct Sample {
     writable: bool,
     /// gRPC `Control` calls served since start.
     control_requests: u64,
+    /// Read at the scrape, off the engine thread.
+    process: Option<super::process::Process>,
 }
 
 fn sample(s: &State) -> Sample {
@@ -83,6 +89,7 @@ fn sample(s: &State) -> Sample {
         commit_failures: 0,
         control_requests: 0,
         writable: true,
+        process: None,
     }
 }
 
@@ -92,6 +99,7 @@ pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, HttpErr
     s.commit_failures = health.commit_failures();
     s.writable = health.check().is_ok();
     s.control_requests = st.api.requests();
+    s.process = super::process::read();
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&s)).into_response())
 }
 
@@ -337,7 +345,53 @@ fn render(s: &Sample) -> String {
         "1 while the store accepts writes, 0 while the master refuses them.",
     );
     let _ = writeln!(out, "berth_store_writable {}", u8::from(s.writable));
+    family(
+        &mut out,
+        "berth_build_info",
+        "gauge",
+        "Always 1; the labels say which berth this master is.",
+    );
+    let _ = writeln!(
+        out,
+        "berth_build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
+    if let Some(p) = &s.process {
+        render_process(&mut out, p);
+    }
     out
+}
+
+/// The standard process families of Prometheus client libraries.
+fn render_process(out: &mut String, p: &super::process::Process) {
+    family(
+        out,
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+    );
+    let _ = writeln!(out, "process_cpu_seconds_total {}", p.cpu_seconds);
+    family(
+        out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    );
+    let _ = writeln!(out, "process_resident_memory_bytes {}", p.resident_bytes);
+    family(
+        out,
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+    );
+    let _ = writeln!(out, "process_open_fds {}", p.open_fds);
+    family(
+        out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    );
+    let _ = writeln!(out, "process_start_time_seconds {}", p.start_time_seconds);
 }
 
 #[cfg(test)]
@@ -376,6 +430,33 @@ mod tests {
             "berth_store_writable 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        let build = format!(
+            "berth_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{build} missing from:\n{text}");
+        assert!(!text.contains("process_"), "no reading, no family:\n{text}");
+    }
+
+    #[test]
+    fn process_figures_are_rendered_when_read() {
+        let mut s = sample(&State::new(StateConfig::default()));
+        s.process = Some(crate::http::process::Process {
+            resident_bytes: 4096,
+            cpu_seconds: 1.25,
+            open_fds: 9,
+            start_time_seconds: 1_700_000_000.5,
+        });
+        let text = render(&s);
+        for line in [
+            "# TYPE process_cpu_seconds_total counter",
+            "process_cpu_seconds_total 1.25",
+            "process_resident_memory_bytes 4096",
+            "process_open_fds 9",
+            "process_start_time_seconds 1700000000.5",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
     }
 }

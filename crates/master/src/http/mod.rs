@@ -23,6 +23,7 @@ mod error;
 mod json;
 mod metrics;
 mod openapi;
+mod process;
 mod submit;
 
 pub use openapi::OPENAPI_JSON;
@@ -78,6 +79,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/workers", true),
     route("GET", "/api/v1/workers/{id}", true),
     route("POST", "/api/v1/workers/{id}/drain", true),
+    route("POST", "/api/v1/workers/{id}/undrain", true),
     route("POST", "/api/v1/workers/{id}/register", true),
     route("POST", "/api/v1/workers/{id}/unregister", true),
     route("POST", "/api/v1/reconcile", true),
@@ -112,6 +114,7 @@ fn handler(r: &Route) -> MethodRouter<HttpState> {
         ("GET", "/api/v1/workers/{id}") => get(api::get_worker),
         ("GET", "/api/v1/events") => get(api::events),
         ("POST", "/api/v1/workers/{id}/drain") => post(api::drain_worker),
+        ("POST", "/api/v1/workers/{id}/undrain") => post(api::undrain_worker),
         ("POST", "/api/v1/workers/{id}/register") => post(api::register_worker),
         ("POST", "/api/v1/workers/{id}/unregister") => post(api::unregister_worker),
         ("POST", "/api/v1/reconcile") => post(api::reconcile),
@@ -132,7 +135,9 @@ pub fn router(state: HttpState) -> Router {
         }
         r = r.route(route.path, h);
     }
-    r.fallback(error::no_route).with_state(state)
+    r.fallback(error::no_route)
+        .with_state(state)
+        .layer(crate::access::AccessLogLayer::http())
 }
 
 pub async fn serve(
@@ -140,7 +145,8 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -1,5 +1,6 @@
 //! Operator actions on workers: `drain` (no new placements; running tasks
-//! finish), `unregister` (remove a drained worker from the records) and
+//! finish), `undrain` (take work again), `unregister` (remove a drained
+//! worker from the records) and
 //! `register` (allow a name to join a cluster started with
 //! `--require-registration`).
 
@@ -47,6 +48,22 @@ impl State {
             w.drained = true;
             self.write_worker(&id, fx);
             self.refresh_worker(&id);
+        }
+        Ok(id)
+    }
+
+    /// Take new work again after a `drain`: the operator's flag is cleared
+    /// and recorded. A worker that drains itself (its agent is stopping
+    /// with `--drain-on-exit`) stays draining: that is its own report.
+    pub fn undrain(&mut self, name: &str, fx: &mut Effects) -> Result<WorkerId, AdminError> {
+        let id = self.worker_named(name)?;
+        let w = self.workers.get_mut(&id).expect("found");
+        if w.drained {
+            w.drained = false;
+            self.write_worker(&id, fx);
+            self.refresh_worker(&id);
+            // What waited for capacity may fit here now.
+            self.dirty = true;
         }
         Ok(id)
     }

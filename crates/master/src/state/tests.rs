@@ -767,6 +767,40 @@ fn reconcile_rewrites_a_hand_edited_record_and_then_finds_nothing() {
 }
 
 #[test]
+fn an_undrained_worker_takes_work_again() {
+    let mut s = State::new(StateConfig::default());
+    let mut fx = Effects::default();
+    s.hello(hello("w", 4_000), 0, &mut fx).unwrap();
+    s.drain("w", &mut fx).unwrap();
+    let t = s.submit(spec(1_000, 0), false, 0, &mut fx).unwrap();
+    assert_eq!(s.schedule(0, &mut fx), 0, "a drained worker takes nothing");
+    assert_eq!(s.task(t).unwrap().state, TaskState::Queued);
+
+    let mut fx = Effects::default();
+    assert_eq!(s.undrain("w", &mut fx).unwrap(), WorkerId("w".into()));
+    // The cleared flag is recorded, so it survives a master restart.
+    assert!(
+        fx.writes
+            .iter()
+            .any(|w| matches!(w, Write::Worker(r) if r.name == "w" && !r.drained)),
+        "{:?}",
+        fx.writes
+    );
+    assert!(s.takes_work(&WorkerId("w".into())));
+    assert_eq!(s.schedule(1, &mut fx), 1);
+    assert_eq!(s.task(t).unwrap().state, TaskState::Assigned);
+    // Undraining a worker that is not drained changes and writes nothing.
+    let mut fx = Effects::default();
+    s.undrain("w", &mut fx).unwrap();
+    assert!(fx.writes.is_empty());
+    assert!(matches!(
+        s.undrain("nobody", &mut fx),
+        Err(AdminError::NoSuchWorker(_))
+    ));
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn priorities_pins_drain_unregister_and_registration() {
     let mut s = State::new(StateConfig::default());
     let mut fx = Effects::default();
