@@ -50,7 +50,7 @@ impl fmt::Display for StoreConfig {
 /// The store chosen by a [`StoreConfig`].
 pub enum AnyStore {
     Sqlite(SqliteStore),
-    Postgres(PostgresStore),
+    Postgres(Box<PostgresStore>),
 }
 
 impl AnyStore {
@@ -60,7 +60,7 @@ impl AnyStore {
     pub fn open(config: &StoreConfig, sqlite_path: &Path) -> Result<AnyStore, StoreError> {
         Ok(match config {
             StoreConfig::Sqlite => AnyStore::Sqlite(SqliteStore::open(sqlite_path)?),
-            StoreConfig::Postgres(url) => AnyStore::Postgres(PostgresStore::open(url)?),
+            StoreConfig::Postgres(url) => AnyStore::Postgres(Box::new(PostgresStore::open(url)?)),
         })
     }
 }
