@@ -193,6 +193,12 @@ pub struct MasterArgs {
     /// Database, token, logs [default: ./berth-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the records live: `sqlite` (the file DATA_DIR/berth.db) or a
+    /// PostgreSQL URL `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// (plain connections only: TLS is not supported yet) [default:
+    /// sqlite].
+    #[arg(long, value_parser = parse_store, value_name = "URL")]
+    pub store: Option<berth_store::StoreConfig>,
     #[command(flatten)]
     pub heartbeat: HeartbeatArgs,
     #[command(flatten)]
@@ -479,6 +485,11 @@ pub fn parse_strategy(s: &str) -> Result<berth_core::Strategy, String> {
 /// A setting's duration, in core's one grammar (`500ms`, `1s`, `1.5s`,
 /// `2m`, `1h30m`; a bare number is seconds). Must be at least 1ms and at
 /// most a day.
+/// `--store`: `sqlite` or a PostgreSQL URL (errors never show a password).
+pub fn parse_store(s: &str) -> Result<berth_store::StoreConfig, String> {
+    s.parse()
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let ms = berth_core::units::parse_duration_ms("duration", s).map_err(|e| e.message)?;
     if ms < 1 {

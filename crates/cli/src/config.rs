@@ -102,6 +102,15 @@ pub const KEYS: &[Key] = &[
     ),
     key!(
         "master",
+        "store",
+        "BERTH_STORE",
+        "--store",
+        "sqlite",
+        "master",
+        "where the records live: `sqlite` (the file `DATA_DIR/berth.db`) or a PostgreSQL URL `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (plain connections: TLS is not supported yet; the password is never printed)"
+    ),
+    key!(
+        "master",
         "heartbeat_interval",
         "BERTH_MASTER_HEARTBEAT_INTERVAL",
         "--heartbeat-interval",
@@ -512,12 +521,19 @@ impl Sources {
             path_value,
             || PathBuf::from("./berth-data"),
         )?;
+        let store = self.get(
+            key("master", "store"),
+            a.store.clone(),
+            store_value,
+            berth_store::StoreConfig::default,
+        )?;
         let tuning = self.tuning(&a.heartbeat)?;
         let scheduling = self.scheduling(&a.scheduling)?;
         let s = MasterSettings {
             listen,
             http,
             data_dir: absolute_setting(data_dir)?,
+            store,
             tuning,
             scheduling,
             log_format: self.log_format("master", a.log_format)?,
@@ -836,6 +852,10 @@ fn url_value(v: &toml::Value) -> Result<String, String> {
     Ok(crate::client::normalize_url(&s))
 }
 
+fn store_value(v: &toml::Value) -> Result<berth_store::StoreConfig, String> {
+    string_value(v)?.parse()
+}
+
 fn path_value(v: &toml::Value) -> Result<PathBuf, String> {
     let s = string_value(v)?;
     if s.is_empty() {
@@ -1081,6 +1101,7 @@ pub struct MasterSettings {
     pub listen: Setting<SocketAddr>,
     pub http: Setting<Option<SocketAddr>>,
     pub data_dir: Setting<PathBuf>,
+    pub store: Setting<berth_store::StoreConfig>,
     pub tuning: Tuning,
     pub scheduling: Scheduling,
     pub log_format: Setting<LogFormat>,
@@ -1095,6 +1116,7 @@ impl MasterSettings {
     pub fn config(&self) -> MasterConfig {
         let mut c = MasterConfig::new(self.listen.value, self.data_dir.value.clone());
         c.http = self.http.value;
+        c.store = self.store.value.clone();
         self.tuning.apply(&mut c);
         self.scheduling.apply(&mut c);
         c
@@ -1107,6 +1129,15 @@ impl MasterSettings {
         line(&mut out, "listen", &addr(&self.listen));
         line(&mut out, "http", &http(&self.http));
         line(&mut out, "data_dir", &path(&self.data_dir));
+        // Shown without its password.
+        line(
+            &mut out,
+            "store",
+            &(
+                quoted(&self.store.value.to_string()),
+                self.store.origin.clone(),
+            ),
+        );
         self.tuning.print(&mut out);
         self.scheduling.print(&mut out);
         line(&mut out, "log_format", &log_format(&self.log_format));

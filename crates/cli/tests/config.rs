@@ -129,6 +129,23 @@ fn values() -> BTreeMap<&'static str, Values> {
             ),
         ),
         (
+            "master.store",
+            v(
+                (
+                    "\"postgres://berth:pw-file@db1:5432/b\"",
+                    "\"postgres://berth:***@db1:5432/b\"",
+                ),
+                (
+                    "postgres://berth:pw-env@db2/b?sslmode=disable",
+                    "\"postgres://berth:***@db2/b?sslmode=disable\"",
+                ),
+                (
+                    Some("postgresql://berth:pw-flag@db3/b"),
+                    "\"postgresql://berth:***@db3/b\"",
+                ),
+            ),
+        ),
+        (
             "master.heartbeat_interval",
             v(
                 ("\"2s\"", "\"2s\""),

@@ -30,7 +30,7 @@ pub mod views;
 
 use berth_proto::v1::control_server::ControlServer;
 use berth_proto::v1::worker_link_server::WorkerLinkServer;
-use berth_store::{SqliteStore, Store};
+use berth_store::{AnyStore, Store, StoreConfig};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +47,9 @@ pub struct MasterConfig {
     pub http: Option<SocketAddr>,
     /// Holds `berth.db`, `token`, `master.addr`, `http.addr` and task logs.
     pub data_dir: PathBuf,
+    /// Where the records live: the SQLite file `DATA_DIR/berth.db` (the
+    /// default) or a PostgreSQL database. Shown without its password.
+    pub store: StoreConfig,
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
     /// How often the reconciler audits allocations (it also runs at start
@@ -67,6 +70,7 @@ impl MasterConfig {
             listen,
             http: None,
             data_dir,
+            store: StoreConfig::Sqlite,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_ttl: Duration::from_secs(5),
             reconcile_interval: Duration::from_secs(60),
@@ -149,8 +153,16 @@ pub async fn start(
     let outputs = outputs::OutputStore::open(dir.join("outputs")).map_err(io_err)?;
 
     let started = std::time::Instant::now();
-    let mut store = SqliteStore::open(&dir.join("berth.db"))?;
-    let snapshot = store.load()?;
+    // The PostgreSQL client blocks (on a runtime of its own): open and
+    // load off the async threads. The engine thread uses it from then on.
+    let (store_config, db_path) = (config.store.clone(), dir.join("berth.db"));
+    let (store, snapshot) = tokio::task::spawn_blocking(move || {
+        let mut store = AnyStore::open(&store_config, &db_path)?;
+        let snapshot = store.load()?;
+        Ok::<_, berth_store::StoreError>((store, snapshot))
+    })
+    .await
+    .map_err(|_| MasterError::EngineCrashed)??;
     let state_config = state::StateConfig {
         heartbeat_ttl_ms: config.heartbeat_ttl.as_millis() as i64,
         down_grace_ms: 1_000,
@@ -166,6 +178,7 @@ pub async fn start(
         tasks = st.tasks().count(),
         workers = st.workers().count(),
         elapsed_ms = started.elapsed().as_millis() as u64,
+        store = %config.store,
         "state loaded"
     );
     let tick = (config.heartbeat_interval / 4).max(Duration::from_millis(50));

@@ -17,10 +17,11 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error(
-        "the store at {path} has schema version {found}, newer than this berth knows ({known}); upgrade berth"
+        "the store at {at} has schema version {found}, newer than this berth knows ({known}); upgrade berth"
     )]
     TooNew {
-        path: PathBuf,
+        /// The file, or the PostgreSQL URL without its password.
+        at: String,
         found: usize,
         known: usize,
     },
@@ -34,9 +35,50 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// An operation on the PostgreSQL store failed. `target` is the URL
+    /// without its password.
+    #[error(
+        "{op} (PostgreSQL store {target}): {}",
+        crate::postgres::explain(source)
+    )]
+    Postgres {
+        op: PgOp,
+        target: String,
+        #[source]
+        source: postgres::Error,
+    },
     /// A fault a test store was told to produce (`MemStore::fail_writes`).
     #[error("{}: {detail}", fault.describe())]
     Injected { fault: StoreFault, detail: String },
+}
+
+/// What the PostgreSQL store was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgOp {
+    Connect,
+    Migrate {
+        version: usize,
+    },
+    Load,
+    Commit {
+        count: usize,
+    },
+    Probe,
+    /// Undoing a batch whose commit was cut off but did reach the server.
+    Settle,
+}
+
+impl std::fmt::Display for PgOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgOp::Connect => write!(f, "connecting"),
+            PgOp::Migrate { version } => write!(f, "migrating the schema to version {version}"),
+            PgOp::Load => write!(f, "loading records"),
+            PgOp::Commit { count } => write!(f, "committing a batch of {count} writes"),
+            PgOp::Probe => write!(f, "probing writes"),
+            PgOp::Settle => write!(f, "undoing a batch whose commit was cut off"),
+        }
+    }
 }
 
 /// Why a store refused a write, in the words an operator acts on.
@@ -46,7 +88,8 @@ pub enum StoreFault {
     Full,
     /// Another process holds the database, or a lock timed out.
     Busy,
-    /// The disk reported an I/O error, or the file became read-only.
+    /// The disk reported an I/O error, or the file became read-only; or
+    /// the database server cannot be reached (it comes back by itself).
     Io,
     /// The file is not a valid database any more: nothing may be trusted.
     Corrupt,
@@ -66,7 +109,7 @@ impl StoreFault {
         match self {
             StoreFault::Full => "the master's disk is full",
             StoreFault::Busy => "the master's database is busy",
-            StoreFault::Io => "the master's disk reported an I/O error",
+            StoreFault::Io => "the master's store is unreachable or reported an I/O error",
             StoreFault::Corrupt => "the master's database is corrupt",
             StoreFault::Other => "the master could not record the change",
         }
@@ -95,12 +138,17 @@ fn sqlite_fault(e: &rusqlite::Error) -> StoreFault {
 }
 
 impl StoreError {
-    /// What kind of fault this is. Errors at open, migration and load are
-    /// all fatal: the master cannot start (or go on) without its records.
+    /// What kind of fault this is. SQLite errors at open, migration and
+    /// load are all fatal: the master cannot start (or go on) without its
+    /// records. PostgreSQL errors are classified by their SQLSTATE (see
+    /// `postgres::fault`); a server that cannot be reached is `Io`.
     pub fn fault(&self) -> StoreFault {
         match self {
             StoreError::Commit { source, .. } => sqlite_fault(source),
             StoreError::Injected { fault, .. } => *fault,
+            // Classified by SQLSTATE, whatever the operation: a server that
+            // went away is not corrupt, and the master keeps serving.
+            StoreError::Postgres { source, .. } => crate::postgres::fault(source),
             StoreError::Open { .. }
             | StoreError::Migrate { .. }
             | StoreError::TooNew { .. }

@@ -4,15 +4,23 @@
 //! start and then commits batches of [`Write`]s, each batch atomically. It
 //! holds *records only*; allocations are never stored (they are derived from
 //! attempts by the master). Backends: [`SqliteStore`] (embedded, the
-//! default) and [`MemStore`] (for simulations and unit tiers). Both pass the
-//! same [`conformance`] suite.
+//! default), [`PostgresStore`] (a PostgreSQL server, chosen with
+//! `--store postgres://…`) and [`MemStore`] (for simulations and unit
+//! tiers). All three pass the same [`conformance`] suite. [`AnyStore`] is
+//! the one the master opens from its [`StoreConfig`].
 
+mod any;
 pub mod conformance;
 mod error;
 mod mem;
+mod postgres;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use error::{StoreError, StoreFault};
+pub use self::postgres::{PostgresStore, PostgresUrl};
+pub use any::{AnyStore, StoreConfig};
+pub use error::{PgOp, StoreError, StoreFault};
 pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 

@@ -23,6 +23,41 @@ impl MemStore {
         Self::default()
     }
 
+    /// A store holding exactly `snapshot`'s records.
+    pub fn from_snapshot(snapshot: &Snapshot) -> MemStore {
+        MemStore {
+            tasks: snapshot.tasks.iter().map(|t| (t.id, t.clone())).collect(),
+            attempts: snapshot
+                .attempts
+                .iter()
+                .map(|a| (a.id, a.clone()))
+                .collect(),
+            workers: snapshot
+                .workers
+                .iter()
+                .map(|w| (w.id.clone(), w.clone()))
+                .collect(),
+            registrations: snapshot.registrations.iter().cloned().collect(),
+            ..MemStore::default()
+        }
+    }
+
+    pub(crate) fn task(&self, id: TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(&id)
+    }
+
+    pub(crate) fn attempt(&self, id: AttemptId) -> Option<&AttemptRecord> {
+        self.attempts.get(&id)
+    }
+
+    pub(crate) fn worker(&self, id: &WorkerId) -> Option<&WorkerRecord> {
+        self.workers.get(id)
+    }
+
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        self.registrations.contains(name)
+    }
+
     /// Make writes fail with `fault` (or work again with `None`).
     pub fn fail_writes(&mut self, fault: Option<StoreFault>) {
         self.failing = fault;

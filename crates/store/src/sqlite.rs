@@ -108,7 +108,7 @@ impl SqliteStore {
                 .map_err(|source| StoreError::Migrate { version: 0, source })? as usize;
         if current > MIGRATIONS.len() {
             return Err(StoreError::TooNew {
-                path: self.path.clone(),
+                at: self.path.display().to_string(),
                 found: current,
                 known: MIGRATIONS.len(),
             });
