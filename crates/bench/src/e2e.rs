@@ -31,9 +31,12 @@ fn pct(v: &mut [i64], p: f64) -> f64 {
 }
 
 pub async fn run(dir: &Path, berth: &Path, tasks: usize) -> Result<serde_json::Value, String> {
-    let mut config =
-        berth_master::MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("master"));
-    config.http = None;
+    let config = berth_master::MasterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: None,
+        data_dir: dir.join("master"),
+        ..Default::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let master = berth_master::start(config, async {
         let _ = stop_rx.await;

@@ -101,9 +101,12 @@ pub fn build_store(dir: &Path, tasks: usize) -> Result<(), String> {
 
 pub async fn recover(dir: &Path, tasks: usize) -> Result<serde_json::Value, String> {
     build_store(dir, tasks)?;
-    let mut config =
-        berth_master::MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
-    config.http = None;
+    let config = berth_master::MasterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: None,
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let t0 = Instant::now();
     let master = berth_master::start(config, async {

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod ids;
 pub mod names;
 pub mod resources;
+pub mod settings;
 pub mod spec_input;
 pub mod task;
 pub mod units;

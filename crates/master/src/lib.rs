@@ -14,11 +14,13 @@
 //! * `outputs` — task output files (`DATA_DIR/outputs/TASK_ID/…`).
 //! * `logs`, `token` — task log files, the cluster credential.
 //! * `access` — the access log of both listeners (`berth::access`).
+//! * `config` — [`MasterConfig`]: its defaults, its codecs, its rules.
 //!
 //! Entry point: [`start`].
 
 pub mod access;
 pub mod api;
+pub mod config;
 pub mod engine;
 mod grpc;
 pub mod http;
@@ -30,70 +32,13 @@ pub mod views;
 
 use berth_proto::v1::control_server::ControlServer;
 use berth_proto::v1::worker_link_server::WorkerLinkServer;
-use berth_store::{AnyStore, Store, StoreConfig};
+use berth_store::{AnyStore, Store};
+pub use config::MasterConfig;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How a master runs. Built by the CLI from flags; tests build it directly.
-#[derive(Debug, Clone)]
-pub struct MasterConfig {
-    /// gRPC listen address (port 0 picks a free port).
-    pub listen: SocketAddr,
-    /// HTTP listen address for the JSON API, metrics and dashboard (and
-    /// health); `None` = off.
-    pub http: Option<SocketAddr>,
-    /// Holds `berth.db`, `token`, `master.addr`, `http.addr` and task logs.
-    pub data_dir: PathBuf,
-    /// Where the records live: the SQLite file `DATA_DIR/berth.db` (the
-    /// default) or a PostgreSQL database. Shown without its password.
-    pub store: StoreConfig,
-    pub heartbeat_interval: Duration,
-    pub heartbeat_ttl: Duration,
-    /// How often the reconciler audits allocations (it also runs at start
-    /// and on demand).
-    pub reconcile_interval: Duration,
-    /// Placement strategy for tasks that do not choose one.
-    pub strategy: berth_core::Strategy,
-    /// How long the oldest blocked task waits before capacity is reserved
-    /// for it.
-    pub starvation_wait: Duration,
-    /// Only worker names registered with `register` may join.
-    pub require_registration: bool,
-}
-
-impl MasterConfig {
-    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        MasterConfig {
-            listen,
-            http: None,
-            data_dir,
-            store: StoreConfig::Sqlite,
-            heartbeat_interval: Duration::from_secs(1),
-            heartbeat_ttl: Duration::from_secs(5),
-            reconcile_interval: Duration::from_secs(60),
-            strategy: berth_core::Strategy::Binpack,
-            starvation_wait: Duration::from_secs(60),
-            require_registration: false,
-        }
-    }
-
-    /// Check the settings before anything starts.
-    pub fn validate(&self) -> Result<(), MasterError> {
-        if self.heartbeat_interval.is_zero() {
-            return Err(MasterError::Config("heartbeat-interval must be > 0".into()));
-        }
-        if self.heartbeat_ttl <= self.heartbeat_interval {
-            return Err(MasterError::Config(format!(
-                "heartbeat-ttl ({:?}) must be longer than heartbeat-interval ({:?})",
-                self.heartbeat_ttl, self.heartbeat_interval
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// A running master.
 pub struct MasterHandle {
@@ -140,7 +85,7 @@ pub async fn start(
     config: MasterConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<MasterHandle, MasterError> {
-    config.validate()?;
+    config.validate().map_err(MasterError::Config)?;
     let dir = config.data_dir.clone();
     let io_err = |source| MasterError::DataDir {
         path: dir.clone(),

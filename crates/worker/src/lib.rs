@@ -31,40 +31,94 @@ pub mod driver;
 pub mod outputs;
 pub mod process;
 
+use berth_core::settings;
 use berth_core::{GpuInfo, Resources};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a worker runs. Built by the CLI from flags; tests build it directly.
-#[derive(Debug, Clone)]
+/// How a worker runs: the `[worker]` section of the config file (its
+/// master and token come from `[client]`). Its `Default` is the only
+/// source of the defaults; serde reads and writes it with
+/// `berth_core::settings`'s codecs. Tests build it directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WorkerConfig {
-    /// Master gRPC URL, e.g. `http://127.0.0.1:7700`.
+    /// Master gRPC URL, e.g. `http://127.0.0.1:7700` (`[client]`).
+    #[serde(skip)]
     pub master: String,
+    /// The cluster token (`[client]`).
+    #[serde(skip)]
     pub token: String,
+    #[serde(with = "settings::name")]
     pub name: String,
+    #[serde(with = "settings::path")]
     pub data_dir: PathBuf,
     /// Overrides that replace detection.
+    #[serde(
+        rename = "cpus",
+        with = "settings::cores",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_millis: Option<u64>,
+    #[serde(
+        rename = "memory",
+        with = "settings::memory",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_bytes: Option<u64>,
+    #[serde(
+        rename = "storage",
+        with = "settings::storage",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_bytes: Option<u64>,
+    #[serde(with = "settings::gpus", skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u32>,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
+    #[serde(with = "settings::duration")]
     pub stop_grace: Duration,
+    /// Most bytes of output files one attempt may send to the master; a
+    /// larger output fails the attempt (`--max-output`).
+    #[serde(with = "settings::output_size")]
+    pub max_output: u64,
+    /// `key=value` labels tasks can require (`--label`).
+    #[serde(with = "settings::labels")]
+    pub labels: Vec<(String, String)>,
     /// On shutdown, take no new work and wait for running attempts to
     /// finish (and be acknowledged) before exiting. Without it the agent
     /// exits at once and its tasks keep running, to be re-attached.
+    #[serde(with = "settings::switch")]
     pub drain_on_exit: bool,
-    /// `key=value` labels tasks can require (`--label`).
-    pub labels: Vec<(String, String)>,
     /// How often the docker driver looks for dangling containers (labelled
     /// for this worker, run by no attempt it holds).
+    #[serde(skip)]
     pub reap_interval: Duration,
     /// Containers younger than this are never reaped.
+    #[serde(skip)]
     pub reap_grace: Duration,
-    /// Most bytes of output files one attempt may send to the master; a
-    /// larger output fails the attempt (`--max-output`).
-    pub max_output: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            master: String::new(),
+            token: String::new(),
+            name: hostname(),
+            data_dir: PathBuf::from("./berth-worker"),
+            cpu_millis: None,
+            memory_bytes: None,
+            storage_bytes: None,
+            gpus: None,
+            stop_grace: Duration::from_secs(10),
+            max_output: outputs::DEFAULT_MAX_OUTPUT,
+            labels: Vec::new(),
+            drain_on_exit: false,
+            reap_interval: Duration::from_secs(10),
+            reap_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -74,16 +128,7 @@ impl WorkerConfig {
             token,
             name,
             data_dir,
-            cpu_millis: None,
-            memory_bytes: None,
-            storage_bytes: None,
-            gpus: None,
-            stop_grace: Duration::from_secs(10),
-            drain_on_exit: false,
-            reap_interval: Duration::from_secs(10),
-            reap_grace: Duration::from_secs(10),
-            labels: Vec::new(),
-            max_output: outputs::DEFAULT_MAX_OUTPUT,
+            ..WorkerConfig::default()
         }
     }
 
@@ -216,4 +261,23 @@ pub async fn run(
         docker,
     };
     agent::run(config, det, drivers, exits, shutdown).await
+}
+
+/// This machine's host name (`worker` if it cannot be read): the default
+/// worker name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes
+    // at most that many and we only read up to the first NUL within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "worker".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if name.is_empty() {
+        "worker".to_string()
+    } else {
+        name
+    }
 }
