@@ -1,15 +1,14 @@
 //! The command line, as clap types: global flags, one variant per
-//! subcommand, and the value parsers for addresses, durations and task
-//! ids. Resource amounts stay strings here; `input` and `serve` convert
-//! them with core's unit parsers so every surface reports errors alike.
+//! subcommand, and the value parser for task ids. The settings' flags of
+//! `master`, `worker` and `dev` and the global `--master` / `--token` are
+//! not written here: `config::flags` builds them from the key table.
+//! Resource amounts of a task stay strings here; `input` converts them
+//! with core's unit parsers so every surface reports errors alike.
 
+use crate::config::flags::{ClientFlags, DevFlags, MasterFlags, SettingFlags, WorkerFlags};
 use crate::input::parse_task_id;
 use clap::{Args, Parser, Subcommand};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
-
-pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,15 +18,9 @@ pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
     after_help = "Start a cluster with `berth master` and `berth worker`, or both at once with `berth dev`."
 )]
 pub struct Cli {
-    /// The master's gRPC URL [env: BERTH_MASTER] [default:
-    /// http://127.0.0.1:7700].
-    #[arg(long, global = true, value_name = "URL")]
-    pub master: Option<String>,
-
-    /// The cluster token (printed by the master at first start, kept in its
-    /// DATA_DIR/token) [env: BERTH_TOKEN].
-    #[arg(long, global = true, value_name = "TOKEN")]
-    pub token: Option<String>,
+    /// `--master` and `--token`, on every command.
+    #[command(flatten)]
+    pub client: SettingFlags<ClientFlags>,
 
     /// A TOML config file ([master], [worker], [dev], [client]; see
     /// docs/CONFIGURATION.md) [env: BERTH_CONFIG]. Flags beat BERTH_*
@@ -146,122 +139,22 @@ Timings mean something only from a release build: `cargo build --release`, then
     },
 }
 
-/// Heartbeat and audit timing. Flags left out fall back to BERTH_* and
-/// the config file (`config`).
-#[derive(Debug, Args)]
-pub struct HeartbeatArgs {
-    /// How often workers send heartbeats (e.g. 1s, 500ms) [default: 1s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub heartbeat_interval: Option<Duration>,
-    /// How long without a heartbeat before a worker is considered down
-    /// [default: 5s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub heartbeat_ttl: Option<Duration>,
-    /// How often the master audits allocations against its records (it
-    /// also does at start and on `reconcile`) [default: 60s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub reconcile_interval: Option<Duration>,
-}
-
-/// How the master places tasks. Flags left out fall back to BERTH_* and
-/// the config file (`config`).
-#[derive(Debug, Args)]
-pub struct SchedulingArgs {
-    /// Where tasks go when they do not choose: `binpack` (the fitting
-    /// worker with the least free CPU) or `spread` (the most) [default:
-    /// binpack].
-    #[arg(long, value_parser = parse_strategy, value_name = "STRATEGY")]
-    pub strategy: Option<berth_core::Strategy>,
-    /// How long the first task that fits nowhere waits before a worker is
-    /// kept free for it [default: 60s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub starvation_wait: Option<Duration>,
-    /// Only worker names allowed with `berth register NAME` may join.
-    #[arg(long)]
-    pub require_registration: bool,
-}
-
+/// `berth master`: its settings' flags come from the key table
+/// (`config::keys`).
 #[derive(Debug, Args)]
 pub struct MasterArgs {
-    /// gRPC listen address (port 0 picks a free port) [default:
-    /// 127.0.0.1:7700].
-    #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// HTTP listen address, or `off` [default: 127.0.0.1:7701].
-    #[arg(long, value_parser = parse_http, value_name = "ADDR")]
-    pub http: Option<HttpAddr>,
-    /// Database, token, logs [default: ./berth-data].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Where the records live: `sqlite` (the file DATA_DIR/berth.db) or a
-    /// PostgreSQL URL `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
-    /// (plain connections only: TLS is not supported yet) [default:
-    /// sqlite].
-    #[arg(long, value_parser = parse_store, value_name = "URL")]
-    pub store: Option<berth_store::StoreConfig>,
     #[command(flatten)]
-    pub heartbeat: HeartbeatArgs,
-    #[command(flatten)]
-    pub scheduling: SchedulingArgs,
-    /// How the log looks: `text` (coloured only on a terminal) or `json`
-    /// (one object per line) [default: text].
-    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
-    pub log_format: Option<crate::logging::LogFormat>,
+    pub settings: SettingFlags<MasterFlags>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
 }
 
-/// Worker sizes that replace detection. Sizes take K/M/G/T suffixes; a
-/// bare number is GB.
-#[derive(Debug, Args)]
-pub struct ResourceArgs {
-    /// CPU cores to offer (e.g. 4, 2.5).
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub cpus: Option<String>,
-    /// Memory to offer (e.g. 8G, 512M; bare number = GB).
-    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
-    pub memory: Option<String>,
-    /// Storage to offer (e.g. 100G; bare number = GB).
-    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
-    pub storage: Option<String>,
-    /// GPUs to offer (whole devices).
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub gpus: Option<String>,
-}
-
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// This worker's name (default: the host name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Node id, attempt state and logs [default: ./berth-worker].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Time between SIGTERM and SIGKILL when a task is stopped [default: 10s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub stop_grace: Option<Duration>,
-    /// Most bytes of output files one attempt may send to the master
-    /// (e.g. 500M, 2G; bare number = GB); a larger output fails the
-    /// attempt [default: 1G].
-    #[arg(long, value_name = "SIZE")]
-    pub max_output: Option<String>,
-    /// On SIGTERM/SIGINT, take no new work and wait for running tasks to
-    /// finish before exiting (default: exit at once; tasks keep running and
-    /// are re-attached at the next start).
-    #[arg(long)]
-    pub drain_on_exit: bool,
-    /// A `key=value` label tasks can require with `--constraint`
-    /// (repeatable, e.g. --label gpu=a100 --label zone=b).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
     #[command(flatten)]
-    pub resources: ResourceArgs,
-    /// How the log looks: `text` (coloured only on a terminal) or `json`
-    /// (one object per line) [default: text].
-    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
-    pub log_format: Option<crate::logging::LogFormat>,
+    pub settings: SettingFlags<WorkerFlags>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
@@ -270,40 +163,8 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Master data; the worker's is DATA_DIR/worker [default: .berth-dev].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// gRPC listen address (port 0 picks a free port) [default:
-    /// 127.0.0.1:7700].
-    #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// HTTP listen address, or `off` [default: 127.0.0.1:7701].
-    #[arg(long, value_parser = parse_http, value_name = "ADDR")]
-    pub http: Option<HttpAddr>,
-    /// The local worker's name (default: the host name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// A `key=value` label of the local worker (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
     #[command(flatten)]
-    pub heartbeat: HeartbeatArgs,
-    #[command(flatten)]
-    pub scheduling: SchedulingArgs,
-    /// Time between SIGTERM and SIGKILL when a task is stopped [default: 10s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub stop_grace: Option<Duration>,
-    /// Most bytes of output files one attempt may send to the master
-    /// (e.g. 500M, 2G; bare number = GB); a larger output fails the
-    /// attempt [default: 1G].
-    #[arg(long, value_name = "SIZE")]
-    pub max_output: Option<String>,
-    #[command(flatten)]
-    pub resources: ResourceArgs,
-    /// How the log looks: `text` (coloured only on a terminal) or `json`
-    /// (one object per line) [default: text].
-    #[arg(long, value_parser = crate::logging::parse_log_format, value_name = "FORMAT")]
-    pub log_format: Option<crate::logging::LogFormat>,
+    pub settings: SettingFlags<DevFlags>,
     /// Print the effective configuration (flags, BERTH_*, config file and
     /// defaults merged) as TOML and exit.
     #[arg(long)]
@@ -449,56 +310,8 @@ pub struct BenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// An HTTP listen address, or none (`off`).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpAddr(pub Option<SocketAddr>);
-
 fn task_id(s: &str) -> Result<u64, String> {
     parse_task_id(s)
-}
-
-/// `HOST:PORT`; a host name is resolved (first address).
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    s.to_socket_addrs()
-        .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
-        .next()
-        .ok_or_else(|| format!("'{s}' resolves to no address"))
-}
-
-fn parse_http(s: &str) -> Result<HttpAddr, String> {
-    match s {
-        "off" | "none" | "" => Ok(HttpAddr(None)),
-        _ => parse_addr(s).map(|a| HttpAddr(Some(a))),
-    }
-}
-
-/// `binpack` or `spread`.
-pub fn parse_strategy(s: &str) -> Result<berth_core::Strategy, String> {
-    s.trim()
-        .parse::<berth_core::Strategy>()
-        .map_err(|_| format!("'{s}' is not a strategy; use binpack or spread"))
-}
-
-/// A setting's duration, in core's one grammar (`500ms`, `1s`, `1.5s`,
-/// `2m`, `1h30m`; a bare number is seconds). Must be at least 1ms and at
-/// most a day.
-/// `--store`: `sqlite` or a PostgreSQL URL (errors never show a password).
-pub fn parse_store(s: &str) -> Result<berth_store::StoreConfig, String> {
-    s.parse()
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let ms = berth_core::units::parse_duration_ms("duration", s).map_err(|e| e.message)?;
-    if ms < 1 {
-        return Err(format!("'{s}' must be at least 1ms"));
-    }
-    if ms > 86_400_000 {
-        return Err(format!("'{s}' is longer than a day"));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -509,28 +322,6 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        for bad in ["0s", "-1s", "abc", "NaNs", "2d", "1e9h", "0.4ms"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn addresses() {
-        assert_eq!(parse_addr("127.0.0.1:0").unwrap().port(), 0);
-        assert!(parse_addr("localhost:7700").is_ok());
-        assert!(parse_addr("nonsense").is_err());
-        assert!(parse_http("off").unwrap().0.is_none());
     }
 
     fn parse(args: &[&str]) -> Cli {
@@ -571,8 +362,19 @@ mod tests {
             "t",
         ]);
         assert!(cli.json);
-        assert_eq!(cli.master.as_deref(), Some("http://m:1"));
-        assert_eq!(cli.token.as_deref(), Some("t"));
+        let given: Vec<(&str, toml::Value)> = cli
+            .client
+            .values
+            .iter()
+            .map(|(k, v)| (k.name, v.clone()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("master", toml::Value::String("http://m:1".into())),
+                ("token", toml::Value::String("t".into()))
+            ]
+        );
         let cli = parse(&["fix-resources", "--dry-run"]);
         assert!(matches!(cli.command, Command::Reconcile { dry_run: true }));
     }
@@ -658,9 +460,20 @@ mod tests {
         let Command::Master(m) = cli.command else {
             panic!()
         };
-        assert_eq!(m.scheduling.strategy, Some(berth_core::Strategy::Spread));
-        assert_eq!(m.scheduling.starvation_wait, Some(Duration::from_secs(2)));
-        assert!(m.scheduling.require_registration);
+        let given: Vec<(&str, toml::Value)> = m
+            .settings
+            .values
+            .iter()
+            .map(|(k, v)| (k.name, v.clone()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("strategy", toml::Value::String("spread".into())),
+                ("starvation_wait", toml::Value::String("2s".into())),
+                ("require_registration", toml::Value::Boolean(true))
+            ]
+        );
         assert!(Cli::try_parse_from(["berth", "master", "--strategy", "random"]).is_err());
     }
 

@@ -145,15 +145,15 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::master(rt, settings.config(), settings.log_format.value).map(code)
+            serve::node(rt, settings.node()).map(code)
         }
         Command::Worker(a) => {
-            let settings = sources.worker(&a, cli.master.as_deref(), cli.token.as_deref())?;
+            let settings = sources.worker(&a, &cli.client)?;
             if a.print_config {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::worker(rt, settings.config(), settings.log_format.value).map(code)
+            serve::worker(rt, settings.config(), settings.log_format()).map(code)
         }
         Command::Dev(a) => {
             let settings = sources.dev(&a)?;
@@ -161,18 +161,12 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
                 commands::emit(&settings.to_toml(file));
                 return Ok(0);
             }
-            serve::dev(
-                rt,
-                settings.master_config(),
-                settings.worker_config(),
-                settings.log_format.value,
-            )
-            .map(code)
+            serve::node(rt, settings.node()).map(code)
         }
         Command::Shell => {
             logging::init(None, "warn", logging::LogFormat::Text)?;
-            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
-            let client = rt.block_on(Client::connect(&c.master.value, &c.token.value))?;
+            let c = sources.client(&cli.client)?.value;
+            let client = rt.block_on(Client::connect(&c.master, &c.token))?;
             let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".berth_history"));
             let opts = shell::ShellOptions {
                 prompt: "berth> ".to_string(),
@@ -182,24 +176,24 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Task(TaskCommand::Submit(s)) if s.wait => {
             logging::init(None, "warn", logging::LogFormat::Text)?;
-            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
+            let c = sources.client(&cli.client)?.value;
             let Request::Submit { spec, queue_anyway } =
                 request(Command::Task(TaskCommand::Submit(s)))?
             else {
                 unreachable!("a submit is a submit")
             };
             rt.block_on(async {
-                let client = Client::connect(&c.master.value, &c.token.value).await?;
+                let client = Client::connect(&c.master, &c.token).await?;
                 wait::submit_and_wait(&client, spec, queue_anyway, cli.json).await
             })
         }
         other => {
             logging::init(None, "warn", logging::LogFormat::Text)?;
-            let c = sources.client(cli.master.as_deref(), cli.token.as_deref())?;
+            let c = sources.client(&cli.client)?.value;
             let request = request(other)?;
             let mode = if cli.json { Mode::Json } else { Mode::Plain };
             rt.block_on(async {
-                let client = Client::connect(&c.master.value, &c.token.value).await?;
+                let client = Client::connect(&c.master, &c.token).await?;
                 commands::execute(&client, &request, mode).await
             })?;
             Ok(0)

@@ -1,5 +1,5 @@
-//! The long-running roles: `berth master`, `berth worker` and `berth dev`
-//! (both in one process). Owns everything around the library entry points
+//! The long-running roles: `berth master` and `berth dev` (one startup,
+//! [`node`]: a master, with a local worker for dev) and `berth worker`. Owns everything around the library entry points
 //! `berth_master::start` and `berth_worker::run`: logging (`logging`), shutdown on
 //! SIGINT/SIGTERM or when the shell exits, the hints printed at start, and
 //! supervising the services so that one stopping stops the rest.
@@ -9,6 +9,7 @@ use crate::logging::{self, LogFormat};
 use crate::shell::{self, ShellOptions};
 use anyhow::{Context, anyhow};
 use berth_core::units::{format_cores, format_gb_unit};
+use crate::config::Node;
 use berth_master::{MasterConfig, MasterHandle};
 use berth_worker::{Detected, WorkerConfig};
 use std::future::Future;
@@ -154,36 +155,6 @@ fn serve(
     Ok(ok)
 }
 
-/// `berth master`.
-pub fn master(rt: &Runtime, config: MasterConfig, log_format: LogFormat) -> anyhow::Result<bool> {
-    let interactive = std::io::stdin().is_terminal();
-    logging::init(
-        interactive
-            .then(|| config.data_dir.join("master.log"))
-            .as_deref(),
-        "info",
-        log_format,
-    )?;
-    let shutdown = Shutdown::new();
-    stop_on_signals(rt, &shutdown, !interactive)?;
-    let handle = start_master(rt, &config, &shutdown)?;
-    let url = local_url(handle.grpc_addr);
-    print_master_hints(&config, &handle);
-    let shell = interactive.then(|| {
-        let token = handle.token.clone();
-        let opts = ShellOptions {
-            prompt: "master> ".to_string(),
-            history: Some(config.data_dir.join("history")),
-        };
-        (url.clone(), token, opts)
-    });
-    if !interactive {
-        println!("Serving; stop with Ctrl-C or SIGTERM.");
-    }
-    let services = vec![("master", master_service(handle))];
-    serve(rt, services, shutdown, shell)
-}
-
 fn start_master(
     rt: &Runtime,
     config: &MasterConfig,
@@ -269,17 +240,24 @@ pub fn describe_worker(name: &str, d: &Detected) -> String {
     out
 }
 
-/// `berth dev`: a master and one local worker in this process.
-pub fn dev(
-    rt: &Runtime,
-    config: MasterConfig,
-    mut worker_config: WorkerConfig,
-    log_format: LogFormat,
-) -> anyhow::Result<bool> {
+/// `berth master` and `berth dev`: start the master, and beside it the
+/// local worker of `berth dev` (it dials this master with its token).
+/// With a terminal, open the shell; leaving it stops everything.
+pub fn node(rt: &Runtime, node: Node) -> anyhow::Result<bool> {
+    let Node {
+        master: config,
+        log_format,
+        local_worker,
+    } = node;
     let interactive = std::io::stdin().is_terminal();
+    let log_file = if local_worker.is_some() {
+        "dev.log"
+    } else {
+        "master.log"
+    };
     logging::init(
         interactive
-            .then(|| config.data_dir.join("dev.log"))
+            .then(|| config.data_dir.join(log_file))
             .as_deref(),
         "info",
         log_format,
@@ -288,24 +266,33 @@ pub fn dev(
     stop_on_signals(rt, &shutdown, !interactive)?;
     let handle = start_master(rt, &config, &shutdown)?;
     let url = local_url(handle.grpc_addr);
-    worker_config.master = url.clone();
-    worker_config.token = handle.token.clone();
-    let detected = match berth_worker::detect(&worker_config) {
-        Ok(d) => d,
-        Err(e) => {
-            shutdown.trigger();
-            let _ = rt.block_on(handle.wait());
-            return Err(anyhow::Error::new(e).context("cannot detect this machine's resources"));
+    let mut services = Vec::new();
+    match local_worker {
+        None => print_master_hints(&config, &handle),
+        Some(mut worker_config) => {
+            worker_config.master = url.clone();
+            worker_config.token = handle.token.clone();
+            let detected = match berth_worker::detect(&worker_config) {
+                Ok(d) => d,
+                Err(e) => {
+                    shutdown.trigger();
+                    let _ = rt.block_on(handle.wait());
+                    return Err(
+                        anyhow::Error::new(e).context("cannot detect this machine's resources")
+                    );
+                }
+            };
+            println!(
+                "berth dev: master on {url} (HTTP {}), data in {}",
+                http_text(handle.http_addr),
+                config.data_dir.display()
+            );
+            print!("{}", describe_worker(&worker_config.name, &detected));
+            println!("Use it from another terminal:");
+            println!("  export BERTH_MASTER={url} BERTH_TOKEN={}", handle.token);
+            services.push(("worker", worker_service(worker_config, &shutdown)));
         }
-    };
-    println!(
-        "berth dev: master on {url} (HTTP {}), data in {}",
-        http_text(handle.http_addr),
-        config.data_dir.display()
-    );
-    print!("{}", describe_worker(&worker_config.name, &detected));
-    println!("Use it from another terminal:");
-    println!("  export BERTH_MASTER={url} BERTH_TOKEN={}", handle.token);
+    }
     if !interactive {
         println!("Serving; stop with Ctrl-C or SIGTERM.");
     }
@@ -316,10 +303,7 @@ pub fn dev(
         };
         (url.clone(), handle.token.clone(), opts)
     });
-    let services = vec![
-        ("worker", worker_service(worker_config, &shutdown)),
-        ("master", master_service(handle)),
-    ];
+    services.push(("master", master_service(handle)));
     serve(rt, services, shutdown, shell)
 }
 
@@ -376,27 +360,9 @@ pub fn local_url(addr: SocketAddr) -> String {
 /// The URL other machines should use: the host name for a wildcard bind.
 fn advertised_url(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
-        format!("http://{}:{}", hostname(), addr.port())
+        format!("http://{}:{}", berth_worker::hostname(), addr.port())
     } else {
         format!("http://{addr}")
-    }
-}
-
-/// This machine's host name (`worker` if it cannot be read).
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes
-    // at most that many and we only read up to the first NUL within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "worker".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if name.is_empty() {
-        "worker".to_string()
-    } else {
-        name
     }
 }
 
@@ -465,10 +431,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  Drivers: process, docker\n"), "{text}");
-    }
-
-    #[test]
-    fn hostname_is_not_empty() {
-        assert!(!hostname().is_empty());
     }
 }
