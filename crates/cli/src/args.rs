@@ -362,12 +362,7 @@ mod tests {
             "t",
         ]);
         assert!(cli.json);
-        let given: Vec<(&str, toml::Value)> = cli
-            .client
-            .values
-            .iter()
-            .map(|(k, v)| (k.name, v.clone()))
-            .collect();
+        let given = cli.client.given();
         assert_eq!(
             given,
             [
@@ -460,12 +455,7 @@ mod tests {
         let Command::Master(m) = cli.command else {
             panic!()
         };
-        let given: Vec<(&str, toml::Value)> = m
-            .settings
-            .values
-            .iter()
-            .map(|(k, v)| (k.name, v.clone()))
-            .collect();
+        let given = m.settings.given();
         assert_eq!(
             given,
             [

@@ -5,11 +5,11 @@
 //! supervising the services so that one stopping stops the rest.
 
 use crate::client::Client;
+use crate::config::Node;
 use crate::logging::{self, LogFormat};
 use crate::shell::{self, ShellOptions};
 use anyhow::{Context, anyhow};
 use berth_core::units::{format_cores, format_gb_unit};
-use crate::config::Node;
 use berth_master::{MasterConfig, MasterHandle};
 use berth_worker::{Detected, WorkerConfig};
 use std::future::Future;

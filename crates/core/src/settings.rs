@@ -247,27 +247,29 @@ codec!(
     show = |m: &u64| format_cores_exact(*m)
 );
 
+/// A size in bytes (`"8G"`, `"512M"`, a bare number of GB) up to `max`.
+fn size(field: &'static str, max: u64) -> impl Fn(&Value) -> Result<u64, String> {
+    move |v| parse_size(field, &v.number_text()?, GIB, max).map_err(|e| e.message)
+}
+
 codec!(
     /// Memory (`"8G"`, `"512M"`, a bare number of GB).
     memory_size: u64,
-    parse = |v: &Value| parse_size("memory", &v.number_text()?, GIB, MAX_MEMORY_BYTES)
-        .map_err(|e| e.message),
+    parse = size("memory", MAX_MEMORY_BYTES),
     show = |b: &u64| format_size(*b)
 );
 
 codec!(
     /// Storage (`"100G"`, a bare number of GB).
     storage_size: u64,
-    parse = |v: &Value| parse_size("storage", &v.number_text()?, GIB, MAX_STORAGE_BYTES)
-        .map_err(|e| e.message),
+    parse = size("storage", MAX_STORAGE_BYTES),
     show = |b: &u64| format_size(*b)
 );
 
 codec!(
     /// Output bytes one attempt may send (`"1G"`, a bare number of GB).
     output_size: u64,
-    parse = |v: &Value| parse_size("max_output", &v.number_text()?, GIB, MAX_STORAGE_BYTES)
-        .map_err(|e| e.message),
+    parse = size("max_output", MAX_STORAGE_BYTES),
     show = |b: &u64| format_size(*b)
 );
 
@@ -357,7 +359,10 @@ mod tests {
     #[test]
     fn labels_from_a_string_or_an_array() {
         let want = vec![("gpu".to_string(), "a100".to_string())];
-        assert_eq!(labels::parse(&Value::String("gpu=a100".into())), Ok(want.clone()));
+        assert_eq!(
+            labels::parse(&Value::String("gpu=a100".into())),
+            Ok(want.clone())
+        );
         assert_eq!(
             labels::parse(&Value::Array(vec![Value::String("gpu=a100".into())])),
             Ok(want)

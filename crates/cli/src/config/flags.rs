@@ -56,16 +56,29 @@ impl<F> SettingFlags<F> {
     }
 }
 
+#[cfg(test)]
+impl<F> SettingFlags<F> {
+    /// The keys' names and values given.
+    pub fn given(&self) -> Vec<(&'static str, toml::Value)> {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.name, v.clone()))
+            .collect()
+    }
+}
+
 impl<F> fmt::Debug for SettingFlags<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let given: Vec<(String, &toml::Value)> =
             self.values.iter().map(|(k, v)| (k.id(), v)).collect();
-        f.debug_struct("SettingFlags").field("values", &given).finish()
+        f.debug_struct("SettingFlags")
+            .field("values", &given)
+            .finish()
     }
 }
 
 /// How a key's flag is given, from its default's type.
-enum Shape {
+enum FlagKind {
     /// `--require-registration`
     Switch,
     /// `--label a=b --label c=d`
@@ -74,19 +87,18 @@ enum Shape {
     Value,
 }
 
-fn shape(k: &Key) -> Shape {
+fn kind(k: &Key) -> FlagKind {
     match k.section.defaults().get(k.name) {
-        Some(toml::Value::Boolean(_)) => Shape::Switch,
-        Some(toml::Value::Array(_)) => Shape::Repeated,
-        _ => Shape::Value,
+        Some(toml::Value::Boolean(_)) => FlagKind::Switch,
+        Some(toml::Value::Array(_)) => FlagKind::Repeated,
+        _ => FlagKind::Value,
     }
 }
 
 /// The client keys are global; a role's own keys are not.
 fn keys<F: FlagSet>() -> impl Iterator<Item = &'static Key> {
-    KEYS.iter().filter(|k| {
-        k.used_by(F::ROLE) && ((k.section == Section::Client) == F::GLOBAL)
-    })
+    KEYS.iter()
+        .filter(|k| k.used_by(F::ROLE) && ((k.section == Section::Client) == F::GLOBAL))
 }
 
 fn id(k: &Key) -> &'static str {
@@ -101,10 +113,10 @@ fn arg(k: &'static Key, global: bool) -> Arg {
         k.default_text()
     );
     let arg = Arg::new(id(k)).long(id(k)).help(help).global(global);
-    match shape(k) {
-        Shape::Switch => arg.action(ArgAction::SetTrue),
-        Shape::Repeated => arg.action(ArgAction::Append).value_parser(checked(k)),
-        Shape::Value => arg
+    match kind(k) {
+        FlagKind::Switch => arg.action(ArgAction::SetTrue),
+        FlagKind::Repeated => arg.action(ArgAction::Append).value_parser(checked(k)),
+        FlagKind::Value => arg
             .action(ArgAction::Set)
             .allow_hyphen_values(true)
             .value_parser(checked(k)),
@@ -114,8 +126,8 @@ fn arg(k: &'static Key, global: bool) -> Arg {
 /// The key's codec as the flag's value parser; the value is kept as text.
 fn checked(k: &'static Key) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync {
     move |s: &str| {
-        let value = match shape(k) {
-            Shape::Repeated => toml::Value::Array(vec![toml::Value::String(s.to_string())]),
+        let value = match kind(k) {
+            FlagKind::Repeated => toml::Value::Array(vec![toml::Value::String(s.to_string())]),
             _ => toml::Value::String(s.to_string()),
         };
         k.section.check(k.name, &value).map(|()| s.to_string())
@@ -126,12 +138,12 @@ impl<F: FlagSet> FromArgMatches for SettingFlags<F> {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
         let mut values = Vec::new();
         for k in keys::<F>() {
-            let given = match shape(k) {
-                Shape::Switch => m.get_flag(id(k)).then_some(toml::Value::Boolean(true)),
-                Shape::Repeated => m.get_many::<String>(id(k)).map(|vs| {
+            let given = match kind(k) {
+                FlagKind::Switch => m.get_flag(id(k)).then_some(toml::Value::Boolean(true)),
+                FlagKind::Repeated => m.get_many::<String>(id(k)).map(|vs| {
                     toml::Value::Array(vs.map(|v| toml::Value::String(v.clone())).collect())
                 }),
-                Shape::Value => m
+                FlagKind::Value => m
                     .get_one::<String>(id(k))
                     .map(|v| toml::Value::String(v.clone())),
             };

@@ -97,7 +97,8 @@ impl<T> Resolved<T> {
 impl<T: Serialize> Resolved<T> {
     /// `[section]` and the keys `role` reads, each with its origin; a
     /// secret is never printed.
-    fn print(&self, section: Section, role: Role, out: &mut String) {
+    fn print(&self, section: Section, role: Role) -> String {
+        let mut out = String::new();
         let values = toml::Table::try_from(&self.value).expect("settings serialise");
         let _ = writeln!(out, "[{}]", section.name());
         for k in keys::used(section, role) {
@@ -124,6 +125,7 @@ impl<T: Serialize> Resolved<T> {
                 }
             }
         }
+        out
     }
 }
 
@@ -188,7 +190,11 @@ impl Sources {
 
     /// `k`'s value from the highest layer that has one.
     fn given<F>(&self, k: &'static Key, flags: &SettingFlags<F>) -> Option<(toml::Value, Origin)> {
-        if let Some((_, v)) = flags.values.iter().find(|(f, _)| f.section == k.section && f.name == k.name) {
+        if let Some((_, v)) = flags
+            .values
+            .iter()
+            .find(|(f, _)| f.section == k.section && f.name == k.name)
+        {
             return Some((v.clone(), Origin::Flag(k.flag)));
         }
         if let Some(text) = self.env.get(k.env) {
@@ -351,7 +357,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-
 // ---- the effective settings of each role ----
 
 /// What `serve::node` starts: a master, and for `berth dev` a worker
@@ -379,9 +384,11 @@ impl MasterSettings {
 
     /// `berth master --print-config`.
     pub fn to_toml(&self, file: Option<&Path>) -> String {
-        let mut out = header("master", file);
-        self.master.print(Section::Master, Role::Master, &mut out);
-        out
+        effective(
+            "master",
+            file,
+            &[self.master.print(Section::Master, Role::Master)],
+        )
     }
 }
 
@@ -407,11 +414,14 @@ impl WorkerSettings {
 
     /// `berth worker --print-config`. The token is never printed.
     pub fn to_toml(&self, file: Option<&Path>) -> String {
-        let mut out = header("worker", file);
-        self.client.print(Section::Client, Role::Worker, &mut out);
-        out.push('\n');
-        self.worker.print(Section::Worker, Role::Worker, &mut out);
-        out
+        effective(
+            "worker",
+            file,
+            &[
+                self.client.print(Section::Client, Role::Worker),
+                self.worker.print(Section::Worker, Role::Worker),
+            ],
+        )
     }
 }
 
@@ -446,21 +456,517 @@ impl DevSettings {
 
     /// `berth dev --print-config`.
     pub fn to_toml(&self, file: Option<&Path>) -> String {
-        let mut out = header("dev", file);
-        self.dev.print(Section::Dev, Role::Dev, &mut out);
-        out.push('\n');
-        self.master.print(Section::Master, Role::Dev, &mut out);
-        out.push('\n');
-        self.worker.print(Section::Worker, Role::Dev, &mut out);
-        out
+        effective(
+            "dev",
+            file,
+            &[
+                self.dev.print(Section::Dev, Role::Dev),
+                self.master.print(Section::Master, Role::Dev),
+                self.worker.print(Section::Worker, Role::Dev),
+            ],
+        )
     }
 }
 
-fn header(role: &str, file: Option<&Path>) -> String {
+/// `--print-config`: a header, then the role's sections.
+fn effective(role: &str, file: Option<&Path>, sections: &[String]) -> String {
     let file = file.map_or_else(|| "none".to_string(), |p| p.display().to_string());
     format!(
         "# berth {role}: effective configuration\n\
          # layers: flags > BERTH_* environment > config file ({file}) > defaults\n\
-         # each value is followed by where it came from\n\n"
+         # each value is followed by where it came from\n\n{}",
+        sections.join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command, DevArgs, MasterArgs, WorkerArgs};
+    use berth_core::units::{GIB, MIB};
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn sources(file: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Sources> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Sources::from_parts(file.map(|t| (Path::new("berth.toml"), t)), env)
+    }
+
+    fn cli(role: &str, flags: &[&str]) -> Cli {
+        Cli::try_parse_from(["berth", role].iter().chain(flags)).unwrap()
+    }
+
+    fn master_args(flags: &[&str]) -> MasterArgs {
+        match cli("master", flags).command {
+            Command::Master(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn dev_args(flags: &[&str]) -> DevArgs {
+        match cli("dev", flags).command {
+            Command::Dev(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn worker(src: &Sources, flags: &[&str]) -> anyhow::Result<WorkerSettings> {
+        let c = cli("worker", flags);
+        let Command::Worker(a) = &c.command else {
+            unreachable!()
+        };
+        src.worker(a, &c.client)
+    }
+
+    fn worker_args(flags: &[&str]) -> (WorkerArgs, SettingFlags<flags::ClientFlags>) {
+        let c = cli("worker", flags);
+        match c.command {
+            Command::Worker(a) => (a, c.client),
+            _ => unreachable!(),
+        }
+    }
+
+    fn file() -> Origin {
+        Origin::File(PathBuf::from("berth.toml"))
+    }
+
+    #[test]
+    fn every_key_has_a_default_an_env_var_a_flag_and_a_doc_row() {
+        let doc = include_str!("../../../../docs/CONFIGURATION.md");
+        for k in KEYS {
+            assert!(k.env.starts_with("BERTH_"), "{}", k.id());
+            assert!(k.flag.starts_with("--"), "{}", k.id());
+            assert!(!k.roles.is_empty(), "{}", k.id());
+            assert!(!k.default_text().is_empty(), "{}: no default", k.id());
+            assert!(
+                doc.contains(&format!("| `{}` | `{}` | `{}` |", k.id(), k.env, k.flag)),
+                "{}: no row in docs/CONFIGURATION.md",
+                k.id()
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_key_and_every_key_a_field() {
+        // Options set, so that every field is written out.
+        let worker = WorkerSection {
+            config: WorkerConfig {
+                cpu_millis: Some(1000),
+                memory_bytes: Some(GIB),
+                storage_bytes: Some(GIB),
+                gpus: Some(1),
+                ..WorkerConfig::default()
+            },
+            ..WorkerSection::default()
+        };
+        let fields = |t: toml::Table| t.keys().cloned().collect::<Vec<_>>();
+        for (section, mut names) in [
+            (Section::Master, fields(Section::Master.defaults())),
+            (
+                Section::Worker,
+                fields(toml::Table::try_from(worker).unwrap()),
+            ),
+            (Section::Dev, fields(Section::Dev.defaults())),
+            (Section::Client, fields(Section::Client.defaults())),
+        ] {
+            let mut keys: Vec<String> = KEYS
+                .iter()
+                .filter(|k| k.section == section)
+                .map(|k| k.name.to_string())
+                .collect();
+            names.sort();
+            keys.sort();
+            assert_eq!(names, keys, "[{}]", section.name());
+        }
+    }
+
+    #[test]
+    fn flags_of_a_role_are_unique() {
+        for role in [Role::Master, Role::Worker, Role::Dev] {
+            let mut flags: Vec<&str> = KEYS
+                .iter()
+                .filter(|k| k.used_by(role))
+                .map(|k| k.flag)
+                .collect();
+            let n = flags.len();
+            flags.sort();
+            flags.dedup();
+            assert_eq!(flags.len(), n, "{role}");
+        }
+    }
+
+    #[test]
+    fn documentation_lists_every_key() {
+        let doc = include_str!("../../../../docs/CONFIGURATION.md");
+        let table = keys::keys_table();
+        assert!(
+            doc.contains(&table),
+            "docs/CONFIGURATION.md must contain the key table exactly as \
+             config::keys::keys_table() prints it:\n{table}"
+        );
+    }
+
+    #[test]
+    fn defaults_without_any_layer() {
+        let s = sources(None, &[])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap();
+        let c = s.node().master;
+        let d = MasterConfig::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(s.master.origin("listen"), Origin::Default);
+        assert_eq!(c.http, d.http);
+        assert!(c.data_dir.is_absolute());
+        assert!(c.data_dir.ends_with("berth-data"));
+        assert_eq!(c.heartbeat_ttl, Duration::from_secs(5));
+        assert!(s.master.origins.is_empty());
+    }
+
+    #[test]
+    fn origins_are_recorded_per_layer() {
+        let file = "[master]\nheartbeat_ttl = \"7s\"\nheartbeat_interval = \"2s\"\nreconcile_interval = 30\n";
+        let src = sources(
+            Some(file),
+            &[
+                ("BERTH_MASTER_HEARTBEAT_TTL", "8s"),
+                ("BERTH_MASTER_HEARTBEAT_INTERVAL", "3s"),
+            ],
+        )
+        .unwrap();
+        let s = src
+            .master(&master_args(&["--heartbeat-ttl", "9s"]))
+            .unwrap();
+        let c = s.node().master;
+        assert_eq!(c.heartbeat_ttl, Duration::from_secs(9));
+        assert_eq!(
+            s.master.origin("heartbeat_ttl"),
+            Origin::Flag("--heartbeat-ttl")
+        );
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(
+            s.master.origin("heartbeat_interval"),
+            Origin::Env("BERTH_MASTER_HEARTBEAT_INTERVAL")
+        );
+        assert_eq!(c.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.master.origin("reconcile_interval"), file());
+        assert_eq!(s.master.origin("listen"), Origin::Default);
+        let printed = s.to_toml(Some(Path::new("berth.toml")));
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.starts_with("heartbeat_ttl = \"9s\"")
+                    && l.ends_with(" # --heartbeat-ttl")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("# config file\n"),
+            "the file's values say so: {printed}"
+        );
+    }
+
+    #[test]
+    fn log_format_is_layered_for_each_role() {
+        let file = "[master]\nlog_format = \"json\"\n[worker]\nlog_format = \"text\"\n";
+        let src = sources(Some(file), &[]).unwrap();
+        let m = src.master(&master_args(&[])).unwrap();
+        assert_eq!(m.node().log_format, LogFormat::Json);
+        assert_eq!(m.master.origin("log_format"), file());
+        assert!(m.to_toml(None).contains("log_format = \"json\""));
+        let w = worker(&src, &[]).unwrap();
+        assert_eq!(w.log_format(), LogFormat::Text);
+        let src = sources(Some(file), &[("BERTH_LOG_FORMAT", "text")]).unwrap();
+        let m = src.master(&master_args(&[])).unwrap();
+        assert_eq!(m.node().log_format, LogFormat::Text);
+        assert_eq!(
+            m.master.origin("log_format"),
+            Origin::Env("BERTH_LOG_FORMAT")
+        );
+        let m = src.master(&master_args(&["--log-format", "json"])).unwrap();
+        assert_eq!(m.node().log_format, LogFormat::Json);
+        let e = sources(None, &[("BERTH_LOG_FORMAT", "xml")])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "log_format: 'xml' is not a log format (text or json) (from BERTH_LOG_FORMAT)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused_by_name() {
+        let e = sources(Some("[master]\nlistn = \"0.0.0.0:1\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown key 'listn' in [master] of berth.toml; did you mean 'listen'? (keys: listen, \
+             http, data_dir, store, heartbeat_interval, heartbeat_ttl, reconcile_interval, \
+             strategy, starvation_wait, require_registration, log_format)"
+        );
+        let e = sources(Some("[mastr]\nlisten = \"0.0.0.0:1\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown section [mastr] in berth.toml; did you mean [master]? (sections: [master], \
+             [worker], [dev], [client])"
+        );
+        let e = sources(Some("listen = \"0.0.0.0:1\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("unknown key 'listen' at the top"), "{e}");
+        let e = sources(Some("[master\n"), &[]).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_the_layer() {
+        let src = sources(Some("[master]\nheartbeat_ttl = \"soon\"\n"), &[]).unwrap();
+        let e = src.master(&master_args(&[])).unwrap_err().to_string();
+        assert!(
+            e.starts_with("heartbeat_ttl: 'soon' is not a duration"),
+            "{e}"
+        );
+        assert!(e.ends_with("(in [master] of berth.toml)"), "{e}");
+
+        let src = sources(Some("[master]\nlisten = 7700\n"), &[]).unwrap();
+        let e = src.master(&master_args(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "listen: expected an address string like \"127.0.0.1:7700\", found an integer \
+             (in [master] of berth.toml)"
+        );
+
+        let src = sources(None, &[("BERTH_WORKER_GPUS", "1.5")]).unwrap();
+        let e = worker(&src, &[]).unwrap_err().to_string();
+        assert!(e.starts_with("gpus: 1.5 is fractional"), "{e}");
+        assert!(e.ends_with("(from BERTH_WORKER_GPUS)"), "{e}");
+
+        let src = sources(None, &[("BERTH_WORKER_DRAIN_ON_EXIT", "maybe")]).unwrap();
+        let e = worker(&src, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "drain_on_exit: 'maybe' is not true or false (from BERTH_WORKER_DRAIN_ON_EXIT)"
+        );
+
+        // A bad flag is the argument parser's error, naming the flag.
+        let e = Cli::try_parse_from(["berth", "worker", "--label", "nolabel"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'--label <label>'"), "{e}");
+        assert!(e.contains("is not key=value"), "{e}");
+    }
+
+    #[test]
+    fn ttl_must_exceed_the_interval() {
+        let src = sources(Some("[master]\nheartbeat_ttl = \"1s\"\n"), &[]).unwrap();
+        let e = src.master(&master_args(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "heartbeat_ttl: must be longer than heartbeat_interval (1s ≤ 1s)"
+        );
+        let e = src.dev(&dev_args(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "heartbeat_ttl: must be longer than heartbeat_interval (1s ≤ 1s)"
+        );
+    }
+
+    #[test]
+    fn worker_layers_and_units() {
+        let file = "[worker]\ncpus = 2.5\nmemory = 8\nstorage = \"1536M\"\ngpus = 1\n\
+                    drain_on_exit = true\nname = \"Tessa\"\n[client]\nmaster = \"m:1\"\ntoken = \"t\"\n";
+        let src = sources(Some(file), &[("BERTH_WORKER_CPUS", "3")]).unwrap();
+        let w = worker(&src, &["--gpus", "2"]).unwrap();
+        let c = w.config();
+        assert_eq!(c.cpu_millis, Some(3000));
+        assert_eq!(c.memory_bytes, Some(8 * GIB));
+        assert_eq!(c.storage_bytes, Some(1536 * MIB));
+        assert_eq!(c.gpus, Some(2));
+        assert!(c.drain_on_exit);
+        assert_eq!(c.name, "Tessa");
+        assert_eq!(c.master, "http://m:1");
+        assert_eq!(c.token, "t");
+        let text = w.to_toml(Some(Path::new("berth.toml")));
+        assert!(text.contains("cpus = \"3\""), "{text}");
+        assert!(text.contains("storage = \"1536M\""), "{text}");
+        assert!(text.contains("memory = \"8G\""), "{text}");
+        assert!(
+            !text.contains("= \"t\""),
+            "the token is never printed: {text}"
+        );
+        assert!(
+            text.contains("# token: set, hidden  # config file"),
+            "{text}"
+        );
+        // A flag beats the file for the client keys too.
+        let w = worker(&src, &["--master", "http://other:2", "--token", "u"]).unwrap();
+        assert_eq!(w.config().master, "http://other:2");
+        assert_eq!(w.client.origin("token"), Origin::Flag("--token"));
+        let (a, client) = worker_args(&["--token", "u"]);
+        assert_eq!(src.worker(&a, &client).unwrap().config().token, "u");
+    }
+
+    #[test]
+    fn scheduling_keys_layer_like_the_others() {
+        let src = sources(
+            Some("[master]\nstrategy = \"spread\"\nstarvation_wait = 30\n"),
+            &[("BERTH_MASTER_REQUIRE_REGISTRATION", "yes")],
+        )
+        .unwrap();
+        let s = src.master(&master_args(&[])).unwrap();
+        let c = s.node().master;
+        assert_eq!(c.strategy, berth_core::Strategy::Spread);
+        assert_eq!(c.starvation_wait, Duration::from_secs(30));
+        assert!(c.require_registration);
+        assert_eq!(
+            s.master.origin("require_registration"),
+            Origin::Env("BERTH_MASTER_REQUIRE_REGISTRATION")
+        );
+        let s = src
+            .master(&master_args(&[
+                "--strategy",
+                "binpack",
+                "--starvation-wait",
+                "5s",
+            ]))
+            .unwrap();
+        assert_eq!(s.node().master.strategy, berth_core::Strategy::Binpack);
+        assert_eq!(s.master.origin("strategy"), Origin::Flag("--strategy"));
+        assert_eq!(s.node().master.starvation_wait, Duration::from_secs(5));
+        let printed = s.to_toml(None);
+        assert!(printed.contains("strategy = \"binpack\""), "{printed}");
+        assert!(printed.contains("require_registration = true"), "{printed}");
+
+        let e = sources(Some("[master]\nstrategy = \"random\"\n"), &[])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("strategy: 'random' is not a strategy"), "{e}");
+        assert!(e.ends_with("(in [master] of berth.toml)"), "{e}");
+    }
+
+    #[test]
+    fn worker_labels_from_flags_env_and_file() {
+        let src = sources(Some("[worker]\nlabels = [\"gpu=a100\", \"zone=b\"]\n"), &[]).unwrap();
+        let w = worker(&src, &[]).unwrap();
+        assert_eq!(
+            w.config().labels,
+            vec![("gpu".into(), "a100".into()), ("zone".into(), "b".into())]
+        );
+        let printed = w.to_toml(None);
+        assert!(
+            printed.contains("labels = [\"gpu=a100\", \"zone=b\"]"),
+            "{printed}"
+        );
+        let again = sources(Some(&printed), &[]).unwrap();
+        assert_eq!(
+            worker(&again, &[]).unwrap().config().labels,
+            w.config().labels
+        );
+
+        let src = sources(None, &[("BERTH_WORKER_LABELS", "gpu=h100, rack=7")]).unwrap();
+        let w = worker(&src, &[]).unwrap();
+        assert_eq!(
+            w.config().labels,
+            vec![("gpu".into(), "h100".into()), ("rack".into(), "7".into())]
+        );
+        let w = worker(&src, &["--label", "ssd=yes"]).unwrap();
+        assert_eq!(w.config().labels, vec![("ssd".into(), "yes".into())]);
+        assert_eq!(w.worker.origin("labels"), Origin::Flag("--label"));
+
+        let e = worker(
+            &sources(None, &[("BERTH_WORKER_LABELS", "a b=c")]).unwrap(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("labels: 'a b' is not a valid key"), "{e}");
+        assert!(e.ends_with("(from BERTH_WORKER_LABELS)"), "{e}");
+        let e = worker(
+            &sources(Some("[worker]\nlabels = [1]\n"), &[]).unwrap(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("labels: expected strings"), "{e}");
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let file =
+            "[master]\nlisten = \"127.0.0.1:9\"\nhttp = \"off\"\nheartbeat_interval = \"250ms\"\n";
+        let s = sources(Some(file), &[])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap();
+        let printed = s.to_toml(None);
+        let again = sources(Some(&printed), &[])
+            .unwrap()
+            .master(&master_args(&[]))
+            .unwrap();
+        assert_eq!(again.node(), s.node());
+        assert!(printed.contains("http = \"off\""), "{printed}");
+        assert!(
+            printed.contains("heartbeat_interval = \"250ms\""),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn the_store_is_printed_without_its_password() {
+        let src = sources(None, &[("BERTH_STORE", "postgres://berth:pw@db:5432/b")]).unwrap();
+        let s = src.master(&master_args(&[])).unwrap();
+        let printed = s.to_toml(None);
+        assert!(
+            printed.contains("store = \"postgres://berth:***@db:5432/b\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("pw"), "{printed}");
+        // The config keeps it: the master connects with it.
+        assert_ne!(s.node().master.store, StoreConfig::Sqlite);
+    }
+
+    #[test]
+    fn dev_and_master_build_the_same_master_config_from_the_same_inputs() {
+        let file = "[master]\nlisten = \"127.0.0.1:7800\"\nhttp = \"off\"\ndata_dir = \"/tmp/b\"\n\
+                    heartbeat_ttl = \"7s\"\nstrategy = \"spread\"\n\
+                    [dev]\nlisten = \"127.0.0.1:7800\"\nhttp = \"off\"\ndata_dir = \"/tmp/b\"\n";
+        let env = [
+            ("BERTH_MASTER_RECONCILE_INTERVAL", "30s"),
+            ("BERTH_MASTER_REQUIRE_REGISTRATION", "1"),
+            ("BERTH_LOG_FORMAT", "json"),
+        ];
+        let src = sources(Some(file), &env).unwrap();
+        let flags = ["--heartbeat-interval", "2s", "--starvation-wait", "5s"];
+        let master = src.master(&master_args(&flags)).unwrap().node();
+        let dev = src.dev(&dev_args(&flags)).unwrap().node();
+        assert_eq!(dev.master, master.master);
+        assert_eq!(dev.log_format, master.log_format);
+        assert_eq!(master.local_worker, None);
+        let worker = dev.local_worker.unwrap();
+        assert_eq!(worker.data_dir, Path::new("/tmp/b/worker"));
+        // Dev always keeps its records in SQLite.
+        let src = sources(None, &[("BERTH_STORE", "postgres://u:p@h/d")]).unwrap();
+        assert_eq!(
+            src.dev(&dev_args(&[])).unwrap().node().master.store,
+            StoreConfig::Sqlite
+        );
+    }
+
+    #[test]
+    fn suggestions_are_close_words_only() {
+        assert_eq!(
+            suggest("listn", ["listen", "http"].into_iter()),
+            Some("listen")
+        );
+        assert_eq!(suggest("zzz", ["listen", "http"].into_iter()), None);
+    }
 }
