@@ -529,7 +529,7 @@ mod tests {
         }
     }
 
-    fn file() -> Origin {
+    fn from_file() -> Origin {
         Origin::File(PathBuf::from("berth.toml"))
     }
 
@@ -652,7 +652,7 @@ mod tests {
             Origin::Env("BERTH_MASTER_HEARTBEAT_INTERVAL")
         );
         assert_eq!(c.reconcile_interval, Duration::from_secs(30));
-        assert_eq!(s.master.origin("reconcile_interval"), file());
+        assert_eq!(s.master.origin("reconcile_interval"), from_file());
         assert_eq!(s.master.origin("listen"), Origin::Default);
         let printed = s.to_toml(Some(Path::new("berth.toml")));
         assert!(
@@ -674,7 +674,7 @@ mod tests {
         let src = sources(Some(file), &[]).unwrap();
         let m = src.master(&master_args(&[])).unwrap();
         assert_eq!(m.node().log_format, LogFormat::Json);
-        assert_eq!(m.master.origin("log_format"), file());
+        assert_eq!(m.master.origin("log_format"), from_file());
         assert!(m.to_toml(None).contains("log_format = \"json\""));
         let w = worker(&src, &[]).unwrap();
         assert_eq!(w.log_format(), LogFormat::Text);
