@@ -9,6 +9,9 @@
 //! that, or from before the master's restart (the cursor names the
 //! master's incarnation), is refused as gone: the watcher takes a fresh
 //! snapshot (a list, a `show`) and watches from the cursor it is given.
+//! While nobody has watched for five minutes, changes are only counted
+//! (the place benchmark showed keeping them cost a fifth of its
+//! placements/s).
 
 use berth_core::{AttemptState, TaskId, TaskState, WorkerId, WorkerState};
 use berth_store::Write;
@@ -18,6 +21,9 @@ use tokio::sync::broadcast;
 
 /// Changes kept for watchers that resume.
 pub const KEEP: usize = 20_000;
+/// With nobody watching for this long, changes are only counted, not
+/// kept: a watcher that comes back later starts from a fresh snapshot.
+pub const KEEP_WHILE_UNWATCHED: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One change, as a watcher sees it: what changed and its new state (the
 /// watcher asks for the whole record if it needs more).
@@ -104,6 +110,8 @@ struct Inner {
     /// The seq of the last change published.
     last: u64,
     recent: VecDeque<Arc<Event>>,
+    /// When a watch last started (none: never).
+    watched_at: Option<std::time::Instant>,
 }
 
 /// A watch as it starts: the cursor it starts after, the changes already
@@ -131,6 +139,7 @@ impl Feed {
             inner: Mutex::new(Inner {
                 last: 0,
                 recent: VecDeque::new(),
+                watched_at: None,
             }),
             tx,
         }
@@ -151,6 +160,22 @@ impl Feed {
     /// Publish the changes of a committed batch (its coalesced writes).
     pub fn publish(&self, writes: &[Write]) {
         let mut inner = self.lock();
+        let unwatched = self.tx.receiver_count() == 0
+            && inner
+                .watched_at
+                .is_none_or(|t| t.elapsed() > KEEP_WHILE_UNWATCHED);
+        if unwatched {
+            // Nobody to resume: count the changes (cursors stay ordered)
+            // and keep none, so an old cursor is refused, never given a
+            // gap.
+            let n = writes
+                .iter()
+                .filter(|w| !matches!(w, Write::Register(_) | Write::Unregister(_)))
+                .count();
+            inner.last += n as u64;
+            inner.recent.clear();
+            return;
+        }
         for w in writes {
             let change = match w {
                 Write::Task(t) => Change::Task {
@@ -187,7 +212,8 @@ impl Feed {
 
     /// Start watching after `from` (or from now).
     pub fn watch(&self, from: Option<Cursor>) -> Result<Watch, Gone> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.watched_at = Some(std::time::Instant::now());
         // Subscribed under the lock: nothing published falls in between.
         let rx = self.tx.subscribe();
         let now = Cursor {
@@ -245,8 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn unwatched_changes_are_counted_not_kept() {
+        let feed = Feed::new(7);
+        feed.publish(&[task(1, TaskState::Queued), task(2, TaskState::Queued)]);
+        assert_eq!(feed.now().seq, 2, "counted");
+        assert_eq!(
+            feed.watch(Some("7.0".parse().unwrap())).err(),
+            Some(Gone::TooOld),
+            "not kept: an old cursor is refused, never given a gap"
+        );
+        // Once watched, kept.
+        let w = feed.watch(None).unwrap();
+        drop(w);
+        feed.publish(&[task(1, TaskState::Assigned)]);
+        let missed = feed.watch(Some("7.2".parse().unwrap())).unwrap().missed;
+        assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
     fn a_watcher_resumes_without_gap_or_repeat_and_an_old_cursor_is_gone() {
         let feed = Feed::new(7);
+        let _watching = feed.watch(None).unwrap();
         feed.publish(&[task(1, TaskState::Queued)]);
         let Watch {
             from: start,
