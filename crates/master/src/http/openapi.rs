@@ -88,6 +88,7 @@ fn build() -> Value {
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for op in item.as_object_mut().expect("a path item").values_mut() {
+            optional_body_is_not_null(op);
             let secured = op.get("security").is_some();
             let responses = op["responses"].as_object_mut().expect("responses");
             if secured {
@@ -99,6 +100,29 @@ fn build() -> Value {
         }
     }
     doc
+}
+
+/// `request_body(content = Option<T>)` means "the body may be left out";
+/// utoipa also writes it as `T` or `null`, but a `null` body is refused
+/// like any body that is not an object: keep `T`, not required.
+fn optional_body_is_not_null(op: &mut Value) {
+    let Some(body) = op.get_mut("requestBody") else {
+        return;
+    };
+    if body["required"] == json!(true) {
+        return;
+    }
+    body["required"] = json!(false);
+    let schema = &mut body["content"]["application/json"]["schema"];
+    if let Some(Value::Array(choices)) = schema.get("oneOf") {
+        let not_null: Vec<&Value> = choices
+            .iter()
+            .filter(|c| **c != json!({"type": "null"}))
+            .collect();
+        if let [only] = not_null[..] {
+            *schema = only.clone();
+        }
+    }
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| build().to_string());
@@ -171,6 +195,17 @@ mod tests {
             ok("/api/v1/tasks/{id}/file")
                 .get("application/octet-stream")
                 .is_some()
+        );
+        // An optional body is an object when given, never `null`.
+        let reconcile = &doc["paths"]["/api/v1/reconcile"]["post"]["requestBody"];
+        assert_eq!(reconcile["required"], false);
+        assert_eq!(
+            reconcile["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ReconcileRequest"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/tasks"]["post"]["requestBody"]["required"],
+            true
         );
         // The error shape: `field` is always there, a string or null.
         let error = &doc["components"]["schemas"]["Error"];
