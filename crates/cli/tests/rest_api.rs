@@ -303,6 +303,12 @@ async fn values_the_document_forbids_are_refused() {
     // An empty state filter is not a state.
     let r = c.http("GET", "/api/v1/tasks?state=", None);
     assert_error(&r, 400, Some("state"), "leave it out");
+    // A body of blanks is not JSON (no body at all is `{}`).
+    let r = c.http("POST", "/api/v1/workers/newcomer/register", Some(" "));
+    assert_error(&r, 400, None, "malformed JSON");
+    let r = c.http("POST", "/api/v1/reconcile", Some("\n"));
+    assert_error(&r, 400, None, "malformed JSON");
+    assert_eq!(runs(), runs_before, "a refused reconcile ran");
     // A path that does not decode is the API's own 400, not axum's text.
     let r = c.http("GET", "/api/v1/workers/%FF", None);
     assert_error(&r, 400, Some("id"), "id");

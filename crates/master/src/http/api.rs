@@ -116,9 +116,10 @@ fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, HttpError> {
         .map_err(|_| HttpError::bad_field(field, format!("{field}: '{v}' is not a whole number")))
 }
 
-/// A JSON object body with only the `allowed` fields; an empty body is `{}`.
+/// A JSON object body with only the `allowed` fields; no body at all is
+/// `{}` (a body of blanks is not JSON, and refused as such).
 fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, HttpError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(Map::new());
     }
     let v: Value = serde_json::from_slice(body)
@@ -618,7 +619,9 @@ mod tests {
 
     #[test]
     fn bodies_take_only_their_fields() {
-        assert!(object_body(b"  ", &["dry_run"]).unwrap().is_empty());
+        assert!(object_body(b"", &["dry_run"]).unwrap().is_empty());
+        assert!(object_body(b"  ", &["dry_run"]).is_err());
+        assert!(object_body(b" {} ", &["dry_run"]).unwrap().is_empty());
         let obj = object_body(br#"{"confirm_dead": true}"#, &["confirm_dead"]).unwrap();
         assert!(body_flag(&obj, "confirm_dead").unwrap());
         let e = object_body(br#"{"confirm": true}"#, &["confirm_dead"]).unwrap_err();
