@@ -27,20 +27,24 @@ impl Document {
         }
     }
 
-    /// Validate `instance` against `schema`, whose `$ref`s point into the
-    /// document's components.
-    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+    /// What is wrong with `instance` against `schema`, whose `$ref`s point
+    /// into the document's components.
+    fn errors(&self, schema: &Value, instance: &Value) -> Vec<String> {
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "components": self.doc["components"],
             "allOf": [schema],
         });
         let validator = jsonschema::draft202012::new(&root)
-            .unwrap_or_else(|e| panic!("{what}: the schema does not compile: {e}"));
-        let errors: Vec<String> = validator
+            .unwrap_or_else(|e| panic!("{schema}: the schema does not compile: {e}"));
+        validator
             .iter_errors(instance)
             .map(|e| format!("{e} (at {})", e.instance_path()))
-            .collect();
+            .collect()
+    }
+
+    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+        let errors = self.errors(schema, instance);
         assert!(
             errors.is_empty(),
             "{what}: the answer does not match its schema:\n{}\n{instance:#}",
@@ -107,6 +111,31 @@ async fn every_json_answer_matches_the_generated_schema() {
     c.start_worker("tessa", &["--cpus", "4", "--memory", "4G"]);
     c.wait_workers_ready(1).await;
     let mut d = Document::fetch(&c);
+    // The validation is not vacuous: references resolve, and a wrong shape
+    // (a missing field, a wrong type, an unknown state, a zero for null)
+    // is caught.
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    assert!(
+        d.errors(&error, &json!({"error": "x", "field": null}))
+            .is_empty()
+    );
+    for wrong in [
+        json!({"error": "x"}),
+        json!({"error": 5, "field": null}),
+        json!({"error": "x", "field": 5}),
+    ] {
+        assert!(!d.errors(&error, &wrong).is_empty(), "{wrong} passed");
+    }
+    let attempt = json!({"$ref": "#/components/schemas/Attempt"});
+    let mut a = json!({
+        "id": 1, "task_id": 1, "worker_id": "w", "worker_name": "n", "state": "running",
+        "created_ms": 5, "started_ms": null, "ended_ms": null, "has_exit_code": false,
+        "exit_code": null, "reason": "", "gpu_ids": [],
+        "resources": {"cpu_millis": 1, "memory_bytes": 1, "storage_bytes": 0, "gpus": 0},
+    });
+    assert_eq!(d.errors(&attempt, &a), Vec::<String>::new());
+    a["state"] = json!("sleeping");
+    assert!(!d.errors(&attempt, &a).is_empty());
     let tasks = "/api/v1/tasks";
     let one = "/api/v1/tasks/{id}";
 
@@ -148,12 +177,23 @@ async fn every_json_answer_matches_the_generated_schema() {
     assert_eq!(t["exit_code"], 0);
     let t = d.call(&c, "GET", one, &format!("{tasks}/{sleeper_id}"), None);
     assert_eq!(t["exit_code"], Value::Null);
-    for q in ["", "?state=running", "?limit=1", "?name=writer&worker=tessa"] {
+    for q in [
+        "",
+        "?state=running",
+        "?limit=1",
+        "?name=writer&worker=tessa",
+    ] {
         d.call(&c, "GET", tasks, &format!("{tasks}{q}"), None);
     }
     let page = d.call(&c, "GET", tasks, &format!("{tasks}?limit=1"), None);
     let next = page["next_cursor"].as_str().expect("a second page");
-    d.call(&c, "GET", tasks, &format!("{tasks}?limit=1&cursor={next}"), None);
+    d.call(
+        &c,
+        "GET",
+        tasks,
+        &format!("{tasks}?limit=1&cursor={next}"),
+        None,
+    );
     d.call(
         &c,
         "GET",
@@ -173,11 +213,7 @@ async fn every_json_answer_matches_the_generated_schema() {
     assert_eq!(w["attempts"][0]["task_id"], sleeper_id, "{w}");
 
     // Operator actions and the reconciler.
-    for (action, body) in [
-        ("drain", None),
-        ("undrain", Some("{}")),
-        ("register", None),
-    ] {
+    for (action, body) in [("drain", None), ("undrain", Some("{}")), ("register", None)] {
         d.call(
             &c,
             "POST",
@@ -261,7 +297,11 @@ async fn every_json_answer_matches_the_generated_schema() {
 
     // The non-JSON answers have the media types the document names.
     let logs = c.http("GET", &format!("{tasks}/{done_id}/logs"), None);
-    assert!(logs.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        logs.header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(
         d.doc["paths"]["/api/v1/tasks/{id}/logs"]["get"]["responses"]["200"]["content"]
             ["text/plain"]

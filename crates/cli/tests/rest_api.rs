@@ -295,10 +295,18 @@ async fn values_the_document_forbids_are_refused() {
     wait_state(&c, id, &["succeeded"], Duration::from_secs(20));
     // `follow` is `true` or `false`: `1`, `yes` or nothing were once taken.
     for bad in ["maybe", "1", "yes", "", "TRUE"] {
-        let r = c.http("GET", &format!("/api/v1/tasks/{id}/logs?follow={bad}"), None);
+        let r = c.http(
+            "GET",
+            &format!("/api/v1/tasks/{id}/logs?follow={bad}"),
+            None,
+        );
         assert_error(&r, 400, Some("follow"), "true or false");
     }
-    let r = c.http("GET", &format!("/api/v1/tasks/{id}/logs?follow=false"), None);
+    let r = c.http(
+        "GET",
+        &format!("/api/v1/tasks/{id}/logs?follow=false"),
+        None,
+    );
     assert_eq!((r.status, r.text().as_str()), (200, "hi\n"));
     // An empty state filter is not a state.
     let r = c.http("GET", "/api/v1/tasks?state=", None);

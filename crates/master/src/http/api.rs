@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use berth_core::TaskId;
 use berth_proto::json::{
     self, Cancelled, EmptyRequest, Outputs, ReconcileReport, ReconcileRequest, SubmitRequest,
-    Submitted, Task, TaskFiles, TaskPage, TaskState, UnregisterRequest, WorkerAction,
-    WorkerDetail, WorkerList,
+    Submitted, Task, TaskFiles, TaskPage, TaskState, UnregisterRequest, WorkerAction, WorkerDetail,
+    WorkerList,
 };
 use berth_proto::v1;
 use serde_json::{Map, Value};
@@ -158,7 +158,6 @@ fn body_flag(obj: &Map<String, Value>, field: &str) -> Result<bool, HttpError> {
         )),
     }
 }
-
 
 /// `GET /api/v1/tasks?state=&name=&worker=&limit=&cursor=`: one page of
 /// tasks, active ones oldest first, then finished ones newest first.
@@ -586,7 +585,9 @@ pub async fn reconcile(
     let request = ReconcileRequest {
         dry_run: body_flag(&obj, "dry_run")?,
     };
-    Ok(Json(json::reconcile(&st.api.reconcile(request.dry_run).await?)))
+    Ok(Json(json::reconcile(
+        &st.api.reconcile(request.dry_run).await?,
+    )))
 }
 
 #[cfg(test)]
@@ -664,7 +665,8 @@ mod tests {
                 tasks: 0,
             }],
         };
-        let lines = |r: &ReconcileReport| json::reconcile(&crate::views::reconcile(r.clone())).lines;
+        let lines =
+            |r: &ReconcileReport| json::reconcile(&crate::views::reconcile(r.clone())).lines;
         assert_eq!(
             lines(&r),
             [

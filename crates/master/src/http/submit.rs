@@ -202,7 +202,10 @@ mod tests {
             (r#"{"retries": "many"}"#, "retries"),
             (r#"{"timeout": "soon"}"#, "timeout"),
             (r#"{"queue_anyway": "yes"}"#, "queue_anyway"),
-            (r#"{"command": ["true"], "queue_anyway": null}"#, "queue_anyway"),
+            (
+                r#"{"command": ["true"], "queue_anyway": null}"#,
+                "queue_anyway",
+            ),
             (r#"{"command": ["true"], "priority": 1.5}"#, "priority"),
             (r#"{"command": ["true"], "constraints": 5}"#, "constraints"),
             (r#"{"command": ["true"], "cpu": 0}"#, "cpu"),
