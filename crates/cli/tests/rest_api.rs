@@ -317,6 +317,18 @@ async fn values_the_document_forbids_are_refused() {
     let r = c.http("POST", "/api/v1/reconcile", Some("\n"));
     assert_error(&r, 400, None, "malformed JSON");
     assert_eq!(runs(), runs_before, "a refused reconcile ran");
+    // A route that takes no query parameters refuses them like the others.
+    for (path, field) in [
+        (format!("/api/v1/tasks/{id}?verbose=1"), "verbose"),
+        ("/api/v1/workers?x".to_string(), "x"),
+        ("/api/v1/outputs?all=true".to_string(), "all"),
+    ] {
+        let r = c.http("GET", &path, None);
+        assert_error(&r, 400, Some(field), "unknown query parameter");
+    }
+    let r = c.http("POST", "/api/v1/reconcile?dry_run=true", None);
+    assert_error(&r, 400, Some("dry_run"), "takes none");
+    assert_eq!(runs(), runs_before, "a refused reconcile ran");
     // A path that does not decode is the API's own 400, not axum's text.
     let r = c.http("GET", "/api/v1/workers/%FF", None);
     assert_error(&r, 400, Some("id"), "id");

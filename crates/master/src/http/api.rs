@@ -41,6 +41,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// On a route that takes no query parameters: any is refused (`?x=1`), as
+/// the routes that take some refuse those they do not know.
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
+        params(parts.uri.query().map(str::to_string), &[])?;
+        Ok(NoQuery)
+    }
+}
+
 /// `?a=1&b=x` → pairs, percent-decoded; names not in `allowed` are refused.
 fn params(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, HttpError> {
     let mut out = Vec::new();
@@ -215,7 +228,11 @@ pub async fn list_tasks(
         (status = 422, description = "No registered worker could ever fit it (set queue_anyway to queue it regardless).", body = ErrorBody),
     ),
     security(("bearerAuth" = [])))]
-pub async fn submit_task(State(st): State<HttpState>, body: Bytes) -> Result<Response, HttpError> {
+pub async fn submit_task(
+    State(st): State<HttpState>,
+    _: NoQuery,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let (spec, queue_anyway) = submit::parse(&body)?;
     let id = st.api.submit(spec, queue_anyway).await?;
     let task = json::task(&st.api.show(id).await?);
@@ -240,7 +257,11 @@ pub async fn submit_task(State(st): State<HttpState>, body: Bytes) -> Result<Res
         (status = 404, description = "No such task.", body = ErrorBody),
     ),
     security(("bearerAuth" = [])))]
-pub async fn get_task(State(st): State<HttpState>, Id(id): Id) -> Result<Json<Task>, HttpError> {
+pub async fn get_task(
+    State(st): State<HttpState>,
+    _: NoQuery,
+    Id(id): Id,
+) -> Result<Json<Task>, HttpError> {
     Ok(Json(json::task(&st.api.show(task_id(&id)?).await?)))
 }
 
@@ -258,6 +279,7 @@ pub async fn get_task(State(st): State<HttpState>, Id(id): Id) -> Result<Json<Ta
     security(("bearerAuth" = [])))]
 pub async fn task_files(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(id): Id,
 ) -> Result<Json<TaskFiles>, HttpError> {
     let task = task_id(&id)?;
@@ -314,7 +336,7 @@ pub async fn task_file(
         (status = 500, description = "The master could not read its files.", body = ErrorBody),
     ),
     security(("bearerAuth" = [])))]
-pub async fn outputs(State(st): State<HttpState>) -> Result<Json<Outputs>, HttpError> {
+pub async fn outputs(State(st): State<HttpState>, _: NoQuery) -> Result<Json<Outputs>, HttpError> {
     Ok(Json(json::outputs(&st.api.outputs().await?)))
 }
 
@@ -331,6 +353,7 @@ pub async fn outputs(State(st): State<HttpState>) -> Result<Json<Outputs>, HttpE
     security(("bearerAuth" = [])))]
 pub async fn cancel_task(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(id): Id,
 ) -> Result<Json<Cancelled>, HttpError> {
     let task = st.api.cancel(task_id(&id)?).await?;
@@ -448,7 +471,10 @@ pub async fn events(
     summary = "Every worker, by name.",
     responses((status = 200, description = "The workers.", body = WorkerList)),
     security(("bearerAuth" = [])))]
-pub async fn list_workers(State(st): State<HttpState>) -> Result<Json<WorkerList>, HttpError> {
+pub async fn list_workers(
+    State(st): State<HttpState>,
+    _: NoQuery,
+) -> Result<Json<WorkerList>, HttpError> {
     Ok(Json(json::workers(&st.api.workers().await?)))
 }
 
@@ -465,6 +491,7 @@ pub async fn list_workers(State(st): State<HttpState>) -> Result<Json<WorkerList
     security(("bearerAuth" = [])))]
 pub async fn get_worker(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(key): Id,
 ) -> Result<Json<WorkerDetail>, HttpError> {
     let d = st.api.worker(&key).await?;
@@ -490,6 +517,7 @@ fn worker_action(action: &str, name: &str, message: String) -> Json<WorkerAction
     security(("bearerAuth" = [])))]
 pub async fn drain_worker(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(name): Id,
     body: Bytes,
 ) -> Result<Json<WorkerAction>, HttpError> {
@@ -512,6 +540,7 @@ pub async fn drain_worker(
     security(("bearerAuth" = [])))]
 pub async fn undrain_worker(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(name): Id,
     body: Bytes,
 ) -> Result<Json<WorkerAction>, HttpError> {
@@ -533,6 +562,7 @@ pub async fn undrain_worker(
     security(("bearerAuth" = [])))]
 pub async fn register_worker(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(name): Id,
     body: Bytes,
 ) -> Result<Json<WorkerAction>, HttpError> {
@@ -556,6 +586,7 @@ pub async fn register_worker(
     security(("bearerAuth" = [])))]
 pub async fn unregister_worker(
     State(st): State<HttpState>,
+    _: NoQuery,
     Id(name): Id,
     body: Bytes,
 ) -> Result<Json<WorkerAction>, HttpError> {
@@ -579,6 +610,7 @@ pub async fn unregister_worker(
     security(("bearerAuth" = [])))]
 pub async fn reconcile(
     State(st): State<HttpState>,
+    _: NoQuery,
     body: Bytes,
 ) -> Result<Json<ReconcileReport>, HttpError> {
     let obj = object_body(&body, &["dry_run"])?;
