@@ -3,8 +3,9 @@
 //! `#[utoipa::path]` (parameters, request body, answers) and the typed
 //! shapes of `berth_proto::json` it writes (their schemas). Nothing is kept
 //! by hand but what every route shares, added here once: the bearer-token
-//! scheme, 401 on every route that needs the token and 503 on every
-//! `/api/v1` route (the engine stopped, or the store refused the write).
+//! scheme, 401 on every route that needs the token, 503 on every
+//! `/api/v1` route (the engine stopped, or the store refused the write),
+//! and the links from a submission to the task's routes.
 //!
 //! The test below and `crates/cli/tests/rest_api.rs` check that the
 //! document and the router list the same routes, with the same auth;
@@ -85,6 +86,16 @@ fn build() -> Value {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         })
     };
+    // Where a task's id comes from: clients (and schemathesis's stateful
+    // phase) follow these links from a submission to the task's routes.
+    let by_task_id =
+        |op: &str| json!({"operationId": op, "parameters": {"id": "$response.body#/task_id"}});
+    doc["paths"]["/api/v1/tasks"]["post"]["responses"]["201"]["links"] = json!({
+        "GetTask": by_task_id("getTask"),
+        "CancelTask": by_task_id("cancelTask"),
+        "TaskFiles": by_task_id("taskFiles"),
+        "TaskLogs": by_task_id("taskLogs"),
+    });
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for op in item.as_object_mut().expect("a path item").values_mut() {
@@ -196,6 +207,21 @@ mod tests {
                 .get("application/octet-stream")
                 .is_some()
         );
+        // A submission links to the routes of the task it made, and each
+        // link names a real operation.
+        let links = doc["paths"]["/api/v1/tasks"]["post"]["responses"]["201"]["links"]
+            .as_object()
+            .unwrap();
+        let operations: BTreeSet<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|op| op["operationId"].as_str().unwrap())
+            .collect();
+        for link in links.values() {
+            assert!(operations.contains(link["operationId"].as_str().unwrap()));
+        }
         // An optional body is an object when given, never `null`.
         let reconcile = &doc["paths"]["/api/v1/reconcile"]["post"]["requestBody"];
         assert_eq!(reconcile["required"], false);
