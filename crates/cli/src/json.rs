@@ -1,72 +1,80 @@
-//! `--json` output: the proto messages written out by hand, field names as
-//! in `berth.proto`, so scripts see the API's own vocabulary. Absent
-//! values (no exit code, no end time) are `null` rather than a zero.
+//! `--json` output: the typed shapes of `berth_proto::json`, the very ones
+//! the REST API answers with and `/openapi.json` describes, as JSON values
+//! (keys in sorted order). Absent values (no exit code, no end time) are
+//! `null` rather than a zero.
 
-pub use berth_proto::json::{attempt, resources, task, tasks, worker, workers};
-use berth_proto::{resources_or_zero, v1};
-use serde_json::{Value, json};
+use berth_proto::json as shape;
+use berth_proto::json::value;
+use berth_proto::v1;
+use serde_json::Value;
+
+pub fn resources(r: &berth_core::Resources) -> Value {
+    value(&shape::resources(r))
+}
+
+pub fn attempt(a: &v1::Attempt) -> Value {
+    value(&shape::attempt(a))
+}
+
+pub fn task(t: &v1::Task) -> Value {
+    value(&shape::task(t))
+}
+
+/// `ListTasksResponse`'s tasks.
+pub fn tasks(list: &[v1::Task]) -> Value {
+    value(&shape::tasks(list))
+}
+
+pub fn worker(w: &v1::Worker) -> Value {
+    value(&shape::worker(w))
+}
+
+/// `ListWorkersResponse`.
+pub fn workers(list: &[v1::Worker]) -> Value {
+    value(&shape::workers(list))
+}
 
 /// After `drain`, `unregister` or `register`: the master's answer.
 pub fn worker_action(action: &str, name: &str, message: &str) -> Value {
-    json!({ "action": action, "worker": name, "message": message })
+    value(&shape::worker_action(action, name, message))
 }
 
-/// `ReconcileResponse`.
+/// `ReconcileResponse`, with the lines `fix-resources` prints.
 pub fn reconcile(r: &v1::ReconcileResponse) -> Value {
-    json!({
-        "dry_run": r.dry_run,
-        "workers_checked": r.workers_checked,
-        "fixes": r.fixes.iter().map(|f| json!({
-            "worker_id": f.worker_id,
-            "worker_name": f.worker_name,
-            "before": resources(&resources_or_zero(f.before)),
-            "after": resources(&resources_or_zero(f.after)),
-            "tasks": f.tasks,
-        })).collect::<Vec<_>>(),
-    })
+    value(&shape::reconcile(r))
 }
 
 /// `CancelTaskResponse`.
 pub fn cancelled(t: &v1::Task) -> Value {
-    json!({ "task": task(t) })
+    value(&shape::Cancelled {
+        task: shape::task(t),
+    })
 }
 
 /// `SubmitTaskResponse`.
 pub fn submitted(task_id: u64) -> Value {
-    json!({ "task_id": task_id })
-}
-
-fn output_file(f: &v1::OutputFile) -> Value {
-    json!({ "path": f.path, "size": f.size })
+    value(&shape::Submitted {
+        task_id,
+        task: None,
+    })
 }
 
 /// `ListTaskFilesResponse`.
 pub fn task_files(task_id: u64, files: &[v1::OutputFile]) -> Value {
-    json!({
-        "task_id": task_id,
-        "files": files.iter().map(output_file).collect::<Vec<_>>(),
-    })
+    value(&shape::task_files(task_id, files))
 }
 
 /// `ListOutputsResponse`.
 pub fn outputs(list: &[v1::TaskOutputs]) -> Value {
-    json!({
-        "tasks": list.iter().map(|t| json!({
-            "task_id": t.task_id,
-            "name": t.name,
-            "state": t.state,
-            "files": t.files,
-            "bytes": t.bytes,
-        })).collect::<Vec<_>>(),
-    })
+    value(&shape::outputs(list))
 }
 
 /// After `task download`: where the files went.
 pub fn downloaded(task_id: u64, dir: &std::path::Path, files: &[v1::OutputFile]) -> Value {
-    json!({
-        "task_id": task_id,
-        "dir": dir.display().to_string(),
-        "files": files.iter().map(output_file).collect::<Vec<_>>(),
+    value(&shape::Downloaded {
+        task_id,
+        dir: dir.display().to_string(),
+        files: shape::output_files(files),
     })
 }
 

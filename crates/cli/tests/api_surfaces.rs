@@ -117,7 +117,11 @@ async fn list_pages_hold_every_task_once_in_order_and_grpc_agrees_with_http() {
             .await
             .unwrap()
             .into_inner();
-        let tasks: Vec<Value> = g.tasks.iter().map(berth_proto::json::task).collect();
+        let tasks: Vec<Value> = g
+            .tasks
+            .iter()
+            .map(|t| berth_proto::json::value(&berth_proto::json::task(t)))
+            .collect();
         assert_eq!(Value::from(tasks), page["tasks"]);
         assert_eq!(g.total, 7);
         assert_eq!(g.remaining, page["remaining"].as_u64().unwrap());

@@ -264,6 +264,76 @@ async fn malformed_requests_get_400_naming_the_field() {
     assert_error(&r, 400, Some("dry_run"), "true or false");
 }
 
+/// Values the document forbids, which were once taken for a default, are
+/// refused naming the field, and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_the_document_forbids_are_refused() {
+    let c = cluster().await;
+    let runs = || metric(&scrape(&c), "berth_reconcile_runs_total", &[]);
+    let runs_before = runs();
+    // `null` is not a boolean: it used to run a real reconciliation.
+    let r = c.http("POST", "/api/v1/reconcile", Some(r#"{"dry_run": null}"#));
+    assert_error(&r, 400, Some("dry_run"), "true or false");
+    assert_eq!(runs(), runs_before, "a refused reconcile ran");
+    let r = c.http(
+        "POST",
+        "/api/v1/tasks",
+        Some(r#"{"command": ["true"], "queue_anyway": null}"#),
+    );
+    assert_error(&r, 400, Some("queue_anyway"), "true or false");
+    assert_eq!(task_count(&c), 0, "a refused submission recorded a task");
+    let r = c.http(
+        "POST",
+        "/api/v1/workers/tessa/unregister",
+        Some(r#"{"confirm_dead": null}"#),
+    );
+    assert_error(&r, 400, Some("confirm_dead"), "true or false");
+    let w = c.http("GET", "/api/v1/workers/tessa", None).json();
+    assert_eq!(w["state"], "ready", "{w}");
+
+    let id = submit(&c, r#"{"command": ["echo", "hi"]}"#);
+    wait_state(&c, id, &["succeeded"], Duration::from_secs(20));
+    // `follow` is `true` or `false`: `1`, `yes` or nothing were once taken.
+    for bad in ["maybe", "1", "yes", "", "TRUE"] {
+        let r = c.http(
+            "GET",
+            &format!("/api/v1/tasks/{id}/logs?follow={bad}"),
+            None,
+        );
+        assert_error(&r, 400, Some("follow"), "true or false");
+    }
+    let r = c.http(
+        "GET",
+        &format!("/api/v1/tasks/{id}/logs?follow=false"),
+        None,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "hi\n"));
+    // An empty state filter is not a state.
+    let r = c.http("GET", "/api/v1/tasks?state=", None);
+    assert_error(&r, 400, Some("state"), "leave it out");
+    // A body of blanks is not JSON (no body at all is `{}`).
+    let r = c.http("POST", "/api/v1/workers/newcomer/register", Some(" "));
+    assert_error(&r, 400, None, "malformed JSON");
+    let r = c.http("POST", "/api/v1/reconcile", Some("\n"));
+    assert_error(&r, 400, None, "malformed JSON");
+    assert_eq!(runs(), runs_before, "a refused reconcile ran");
+    // A route that takes no query parameters refuses them like the others.
+    for (path, field) in [
+        (format!("/api/v1/tasks/{id}?verbose=1"), "verbose"),
+        ("/api/v1/workers?x".to_string(), "x"),
+        ("/api/v1/outputs?all=true".to_string(), "all"),
+    ] {
+        let r = c.http("GET", &path, None);
+        assert_error(&r, 400, Some(field), "unknown query parameter");
+    }
+    let r = c.http("POST", "/api/v1/reconcile?dry_run=true", None);
+    assert_error(&r, 400, Some("dry_run"), "takes none");
+    assert_eq!(runs(), runs_before, "a refused reconcile ran");
+    // A path that does not decode is the API's own 400, not axum's text.
+    let r = c.http("GET", "/api/v1/workers/%FF", None);
+    assert_error(&r, 400, Some("id"), "id");
+}
+
 /// One parser: the same bad input is refused on the shell, the CLI and
 /// REST naming the same field and the same limit, and nothing is recorded.
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,9 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
+#[utoipa::path(get, path = "/", tag = "master", operation_id = "dashboard",
+    summary = "The web dashboard (it asks for the token itself).",
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)))]
 pub async fn page() -> impl IntoResponse {
     (
         [

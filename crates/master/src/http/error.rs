@@ -7,7 +7,7 @@ use crate::engine::Unavailable;
 use axum::Json;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+pub use berth_proto::json::ErrorBody;
 
 /// The name `submit`'s request parsing uses for [`HttpError`].
 pub type ApiError = HttpError;
@@ -72,7 +72,10 @@ impl From<api::ApiError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.error, "field": self.field }));
+        let body = Json(ErrorBody {
+            error: self.error,
+            field: self.field,
+        });
         let mut resp = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -93,6 +93,10 @@ fn sample(s: &State) -> Sample {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "master", operation_id = "metrics",
+    summary = "Prometheus text exposition (format 0.0.4).",
+    responses((status = 200, description = "The metrics.", content_type = "text/plain", body = String)),
+    security(("bearerAuth" = [])))]
 pub async fn scrape(Extract(st): Extract<HttpState>) -> Result<Response, HttpError> {
     let mut s = st.engine.query(sample).await?;
     let health = st.engine.health();

@@ -5,8 +5,10 @@
 //!   service.
 //! * `/metrics` — Prometheus text exposition (`metrics`).
 //! * `/` — the web dashboard, one self-contained HTML page (`dashboard`).
-//! * `/openapi.json` — the OpenAPI 3 description of all of the above
-//!   (`openapi`), checked against [`ROUTES`] by tests.
+//! * `/openapi.json` — the OpenAPI 3.1 description of all of the above
+//!   (`openapi`), generated from the handlers' `#[utoipa::path]` and the
+//!   typed shapes of `berth_proto::json`; tests check it against
+//!   [`ROUTES`].
 //! * `/healthz` — liveness for load balancers and service managers.
 //!
 //! Every route is listed once, in [`ROUTES`]; the router is built from that
@@ -20,13 +22,12 @@ mod api;
 mod auth;
 mod dashboard;
 mod error;
-mod json;
 mod metrics;
 mod openapi;
 mod process;
 mod submit;
 
-pub use openapi::OPENAPI_JSON;
+pub use openapi::document_json;
 
 use crate::api::Api;
 use crate::engine::EngineHandle;
@@ -88,6 +89,12 @@ pub const ROUTES: &[Route] = &[
 
 /// 200 `ok` while the engine runs and the store takes writes; 503 with the
 /// reason otherwise (reads may still be served: see `/api/v1`).
+#[utoipa::path(get, path = "/healthz", tag = "master", operation_id = "healthz",
+    summary = "ok while the engine runs and the store takes writes.",
+    responses(
+        (status = 200, description = "ok", content_type = "text/plain", body = String),
+        (status = 503, description = "The engine stopped or the store refuses writes; the reason.", content_type = "text/plain", body = String),
+    ))]
 async fn healthz(Extract(st): Extract<HttpState>) -> (StatusCode, String) {
     match st.engine.health().check() {
         Ok(()) => (StatusCode::OK, "ok\n".into()),

@@ -12,6 +12,9 @@
 //! With `image` the task runs as a container, without as a process. Sizes
 //! given as JSON numbers are bytes; as strings they take a unit suffix
 //! (`"512M"`, `"2G"`) and a bare number is GB, as at the shell.
+//!
+//! `berth_proto::json::SubmitRequest` describes this body in the OpenAPI
+//! document; parsing is done here and by `build_spec`, not by that type.
 
 use super::error::ApiError;
 use berth_core::{SpecInput, TaskSpec, build_spec};
@@ -42,12 +45,12 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
         ));
     }
     let queue_anyway = match obj.remove(QUEUE_ANYWAY) {
-        None | Some(Value::Null) => false,
+        None => false,
         Some(Value::Bool(b)) => b,
         Some(_) => {
             return Err(ApiError::bad_field(
                 QUEUE_ANYWAY,
-                format!("{QUEUE_ANYWAY}: must be true or false"),
+                format!("{QUEUE_ANYWAY}: must be true or false (leave it out for false)"),
             ));
         }
     };
@@ -199,6 +202,10 @@ mod tests {
             (r#"{"retries": "many"}"#, "retries"),
             (r#"{"timeout": "soon"}"#, "timeout"),
             (r#"{"queue_anyway": "yes"}"#, "queue_anyway"),
+            (
+                r#"{"command": ["true"], "queue_anyway": null}"#,
+                "queue_anyway",
+            ),
             (r#"{"command": ["true"], "priority": 1.5}"#, "priority"),
             (r#"{"command": ["true"], "constraints": 5}"#, "constraints"),
             (r#"{"command": ["true"], "cpu": 0}"#, "cpu"),
