@@ -73,11 +73,14 @@ async fn json_logs_hold_the_access_log_and_the_task_lifecycle() {
 
     let r = c.http(
         "POST",
-        "/api/v1/tasks?note=secret-in-query",
+        "/api/v1/tasks",
         Some(r#"{"command": ["sh", "-c", "exit 0"], "name": "json-log"}"#),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["task_id"].as_u64().unwrap();
+    // A query string is never logged.
+    let q = c.http("GET", "/api/v1/tasks?name=secret-in-query", None);
+    assert_eq!(q.status, 200, "{}", q.text());
     let t = wait_rest_state(&c, id, "succeeded");
     assert_eq!(t["exit_code"], 0, "{t}");
     // A gRPC call too (the CLI speaks gRPC), and one that fails.
