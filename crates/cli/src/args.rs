@@ -137,6 +137,13 @@ Timings mean something only from a release build: `cargo build --release`, then
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write man pages for berth and each of its commands into DIR
+    /// (`berth.1`, `berth-task-submit.1`, …; e.g. `berth man
+    /// /usr/local/share/man/man1`).
+    Man {
+        /// Where to write them (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `berth master`: its settings' flags come from the key table

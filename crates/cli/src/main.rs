@@ -16,6 +16,7 @@ mod download;
 mod input;
 mod json;
 mod logging;
+mod man;
 mod render;
 mod serve;
 mod shell;
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
 fn accepts_json(cmd: &Command) -> bool {
     match cmd {
         Command::Master(_) | Command::Worker(_) | Command::Dev(_) | Command::Shell => false,
-        Command::Completions { .. } => false,
+        Command::Completions { .. } | Command::Man { .. } => false,
         Command::Task(_) | Command::Workers | Command::Queue | Command::Reconcile { .. } => true,
         Command::Status | Command::Stats { .. } | Command::InternalState => true,
         Command::Dispatch(_)
@@ -130,6 +131,11 @@ fn run(rt: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<u8> {
         let mut out = Vec::new();
         clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut out);
         commands::emit(&String::from_utf8_lossy(&out));
+        return Ok(0);
+    }
+    if let Command::Man { dir } = &cli.command {
+        let n = man::write_pages(Cli::command(), dir)?;
+        commands::emit(&format!("wrote {n} man pages to {}\n", dir.display()));
         return Ok(0);
     }
     let cli = Cli {
@@ -281,7 +287,8 @@ fn request(cmd: Command) -> anyhow::Result<Request> {
         | Command::Shell
         | Command::Dispatch(_)
         | Command::Bench(_)
-        | Command::Completions { .. } => {
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled by run")
         }
     })
