@@ -9,9 +9,6 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 pub use berth_proto::json::ErrorBody;
 
-/// The name `submit`'s request parsing uses for [`HttpError`].
-pub type ApiError = HttpError;
-
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {

@@ -16,7 +16,7 @@
 //! `berth_proto::json::SubmitRequest` describes this body in the OpenAPI
 //! document; parsing is done here and by `build_spec`, not by that type.
 
-use super::error::ApiError;
+use super::error::HttpError;
 use berth_core::{SpecInput, TaskSpec, build_spec};
 use serde_json::Value;
 
@@ -24,10 +24,10 @@ use serde_json::Value;
 const QUEUE_ANYWAY: &str = "queue_anyway";
 
 /// Parse a submission. Returns the spec and `queue_anyway`.
-pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
+pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), HttpError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| malformed(body, &e))?;
     let Value::Object(mut obj) = v else {
-        return Err(ApiError::new(
+        return Err(HttpError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "the body must be a JSON object, e.g. {\"command\": [\"echo\", \"hi\"]}",
         ));
@@ -36,7 +36,7 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
         .keys()
         .find(|k| *k != QUEUE_ANYWAY && !SpecInput::FIELDS.contains(&k.as_str()))
     {
-        return Err(ApiError::bad_field(
+        return Err(HttpError::bad_field(
             k.as_str(),
             format!(
                 "{k}: unknown field; the fields are {}, {QUEUE_ANYWAY}",
@@ -48,7 +48,7 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
         None => false,
         Some(Value::Bool(b)) => b,
         Some(_) => {
-            return Err(ApiError::bad_field(
+            return Err(HttpError::bad_field(
                 QUEUE_ANYWAY,
                 format!("{QUEUE_ANYWAY}: must be true or false (leave it out for false)"),
             ));
@@ -57,21 +57,21 @@ pub fn parse(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
     // Every known field takes any JSON shape, so this fails only on what
     // the checks above already refuse.
     let input: SpecInput = serde_json::from_value(Value::Object(obj))
-        .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.to_string()))?;
-    let spec = build_spec(&input).map_err(|e| ApiError::bad_field(e.field, e.to_string()))?;
+        .map_err(|e| HttpError::new(axum::http::StatusCode::BAD_REQUEST, e.to_string()))?;
+    let spec = build_spec(&input).map_err(|e| HttpError::bad_field(e.field, e.to_string()))?;
     Ok((spec, queue_anyway))
 }
 
 /// A syntax error, naming the top-level field whose value it is in when
 /// there is one (`{"cpu": abc}` → field `cpu`).
-fn malformed(body: &[u8], e: &serde_json::Error) -> ApiError {
+fn malformed(body: &[u8], e: &serde_json::Error) -> HttpError {
     let at = offset_of(body, e.line(), e.column());
     match field_at(&body[..at.min(body.len())]) {
-        Some(field) => ApiError::bad_field(
+        Some(field) => HttpError::bad_field(
             field.clone(),
             format!("malformed JSON in the value of {field}: {e}"),
         ),
-        None => ApiError::new(
+        None => HttpError::new(
             axum::http::StatusCode::BAD_REQUEST,
             format!("malformed JSON: {e}"),
         ),
